@@ -1,0 +1,30 @@
+# The two commands that must work on a fresh machine: `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint zapc-check clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/hanzocloud --dev --enable=all
+
+test: $(STAMP)
+	$(BIN)/python -m hanzocloud.zap check
+	$(BIN)/python -m pytest -q -p no:randomly
+
+bench: $(STAMP)
+	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check src subsystems tests bench
+	$(BIN)/mypy src
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,177 @@
+"""The `hanzocloud` command: serve (the default) and the operator subcommands.
+
+Every subcommand accepts the server's global flags before or after its name. A bad
+configuration is one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from hanzocloud import __version__
+from hanzocloud.config import OPTIONS, Settings, load_settings
+from hanzocloud.errors import ConfigError
+
+DEV_WARNING = (
+    "hanzocloud: WARNING: --dev is on. The master key is a development key stored in clear at "
+    "{path}. Never use --dev for real data."
+)
+
+_HELP = {
+    "enable": "comma list of subsystems to mount here ('all' or empty: every one)",
+    "brand": "built-in brand: hanzo, osage, lux, zoo",
+    "brand_file": "a custom brand definition (TOML)",
+    "domain": "the public domain of this deployment",
+    "iam_issuer": "OIDC issuer to trust (default: this process's own iam)",
+    "kms_master_key_ref": "master key: env:VAR, file:PATH or kms://<deployment>/<org>/<purpose>",
+    "data_dir": "where tenant databases live",
+    "listen": "public HTTP listener",
+    "zap_listen": "ZAP RPC listener",
+    "health_listen": "health and metrics listener",
+    "admin_listen": "admin listener (platform admins only)",
+    "dev": "development mode: create a local master key in the data dir",
+    "body_limit": "largest request body accepted, in bytes",
+    "shutdown_timeout": "seconds to drain in-flight requests on SIGTERM",
+    "tenant_cache_size": "most tenant databases kept open at once",
+    "tenant_idle_seconds": "close a tenant database after this many idle seconds",
+    "log_level": "debug, info, warning or error",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"hanzocloud: error: {message} (see --help)\n")
+
+
+def _add_globals(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    default = None if top else argparse.SUPPRESS
+    for name, (var, dflt, kind) in OPTIONS.items():
+        flag = f"--{name.replace('_', '-')}"
+        help_text = f"{_HELP[name]} [{var}; default {dflt}]"
+        if kind == "bool":
+            parser.add_argument(flag, action="store_true", default=default, help=help_text)
+        else:
+            parser.add_argument(flag, default=default, metavar=name.upper(), help=help_text)
+    parser.add_argument("--config", default=default, metavar="FILE",
+                        help="optional TOML file of settings (flags and env win)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: global flags plus subcommands."""
+    parser = _Parser(prog="hanzocloud", description="One process that hosts a whole "
+                     "white-label cloud. With no subcommand, serves.")
+    parser.add_argument("--version", action="version", version=f"hanzocloud {__version__}")
+    _add_globals(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="serve the enabled subsystems (the default)")
+    _add_globals(serve, top=False)
+
+    keys = sub.add_parser("keys", help="master key operations")
+    _add_globals(keys, top=False)
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser,
+                                   required=True)
+    rotate = keys_sub.add_parser("rotate-master", help="rewrap every tenant key under a new "
+                                 "master key (crash-safe, resumable)")
+    _add_globals(rotate, top=False)
+    rotate.add_argument("--new-key-ref", required=True, metavar="REF",
+                        help="the new master key: env:VAR or file:PATH")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    flags = {name: getattr(args, name, None) for name in OPTIONS}
+    config = getattr(args, "config", None)
+    return load_settings(flags, config_file=Path(config) if config else None)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from hanzocloud import logging as cloud_logging
+    from hanzocloud.host import build_host
+    from hanzocloud.keys import DEV_KEY_FILE
+    from hanzocloud.server import serve
+
+    settings = _settings(args)
+    cloud_logging.configure(settings.log_level)
+    host = build_host(settings)
+    if settings.dev and not settings.kms_master_key_ref:
+        print(DEV_WARNING.format(path=settings.data_dir / DEV_KEY_FILE), file=sys.stderr,
+              flush=True)
+        print(DEV_WARNING.format(path=settings.data_dir / DEV_KEY_FILE), flush=True)
+    return _run(serve(host))
+
+
+def _run(coro: Any) -> int:
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return int(runner.run(coro))
+    except ImportError:
+        return int(asyncio.run(coro))
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    from hanzocloud.host import load_master
+    from hanzocloud.keys import resolve_master_key
+    from hanzocloud.rotate import rotate_master
+
+    settings = _settings(args)
+    old, _ = load_master(settings)
+    new = resolve_master_key(args.new_key_ref)
+    report = rotate_master(settings.data_dir, old, new, after_each=_failpoint("rotate-master"))
+    print(f"hanzocloud: rewrapped {report.rewrapped} key(s), {report.already} already on the new "
+          f"key; data dir now uses master key {new.fingerprint}. Restart with "
+          f"--kms-master-key-ref={args.new_key_ref}")
+    return 0
+
+
+def _failpoint(name: str) -> Callable[[Path], None] | None:
+    """Fault injection for crash tests: CLOUD_FAILPOINT=<name>:<n> exits hard after n steps."""
+    spec = os.environ.get("CLOUD_FAILPOINT", "")
+    if not spec.startswith(name + ":"):
+        return None
+    remaining = [int(spec.split(":", 1)[1])]
+
+    def step(_: Path) -> None:
+        remaining[0] -= 1
+        if remaining[0] <= 0:
+            os._exit(70)
+
+    return step
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `hanzocloud` console script."""
+    args = build_parser().parse_args(argv)
+    command = args.command or "serve"
+    try:
+        if command == "serve":
+            return _serve(args)
+        if command == "keys":
+            return _rotate(args)
+        raise ConfigError(f"unknown command {command}")
+    except ConfigError as exc:
+        print(f"hanzocloud: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"hanzocloud: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_alone(name: str) -> None:
+    """`python -m subsystems.<name>`: serve one subsystem (plus the edge) through its mount."""
+    from hanzocloud.registry import SUBSYSTEMS
+
+    names = [name] + [s.name for s in SUBSYSTEMS if s.edge and s.name != name]
+    sys.exit(main([*sys.argv[1:], f"--enable={','.join(names)}"]))

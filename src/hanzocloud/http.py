@@ -1,0 +1,178 @@
+"""Cross-cutting HTTP concerns: request ids, JSON errors, body limits, access logs, metrics.
+
+`error_response` is the one place where exceptions become HTTP statuses (SPEC §7).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import msgspec
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hanzocloud import metrics
+from hanzocloud.errors import (
+    CloudError,
+    InvalidArgument,
+    PayloadTooLarge,
+    RateLimited,
+    SubsystemUnavailable,
+)
+from hanzocloud.identity import ANONYMOUS, current_identity, current_request_id
+
+log = structlog.get_logger("hanzocloud.http")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthenticated", 403: "permission_denied", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+    415: "unsupported_media_type", 422: "unprocessable", 429: "rate_limited",
+    503: "unavailable",
+}
+_json = msgspec.json.Encoder()
+
+
+class JSONResponse(Response):
+    """A JSON response encoded with msgspec (fast, and handles bytes/dates the same way)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _json.encode(content)
+
+
+def error_body(code: str, message: str, *, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The error envelope: `{"error": {"code", "message", "request_id", …details}}`."""
+    body: dict[str, Any] = {"code": code, "message": message,
+                            "request_id": current_request_id.get()}
+    if details:
+        body["details"] = details
+    return {"error": body}
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    """Map any exception to its JSON error response; unknown ones become a bare 500."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, CloudError):
+        status, code, message, details = exc.status, exc.code, exc.message, exc.details
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+        if isinstance(exc, SubsystemUnavailable):
+            headers["Retry-After"] = "5"
+    elif isinstance(exc, HTTPException):
+        status = exc.status_code
+        code = _HTTP_CODES.get(status, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        details = {}
+        headers.update(exc.headers or {})
+    else:
+        status, code, message, details = 500, "internal", "internal error", {}
+    return JSONResponse(error_body(code, message, details=details), status_code=status,
+                        headers=headers)
+
+
+async def http_exception_handler(_: Request, exc: Exception) -> Response:
+    """Starlette exception handler for CloudError and HTTPException raised in endpoints."""
+    return error_response(exc)
+
+
+def _route_labels(scope: Scope) -> tuple[str, str]:
+    route = scope.get("route")
+    subsystem = getattr(route, "subsystem", None) or "host"
+    template = getattr(route, "full_path", None) or getattr(route, "path", None) or "unmatched"
+    return subsystem, template
+
+
+class RequestContext:
+    """Outermost middleware: request id, identity reset, catch-all errors, logs and metrics."""
+
+    def __init__(self, app: ASGIApp, *, listener: str = "public") -> None:
+        self.app = app
+        self.listener = listener
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = ""
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        rid_token = current_request_id.set(request_id)
+        id_token = current_identity.set(ANONYMOUS)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
+            if not isinstance(exc, CloudError | HTTPException):
+                log.exception("unhandled_error", path=scope.get("path"))
+            if response_started:
+                raise
+            await error_response(exc)(scope, receive, send_wrapper)
+        finally:
+            duration = time.perf_counter() - started
+            subsystem, route = _route_labels(scope)
+            identity = current_identity.get()
+            metrics.REQUESTS.labels(subsystem, route, str(status)).inc()
+            metrics.LATENCY.labels(subsystem, route).observe(duration)
+            log.info("request", listener=self.listener, method=scope.get("method"),
+                     route=route, subsystem=subsystem, status=status, org=identity.org or None,
+                     duration_ms=round(duration * 1000, 3))
+            structlog.contextvars.unbind_contextvars("request_id")
+            current_identity.reset(id_token)
+            current_request_id.reset(rid_token)
+
+
+class BodyLimit:
+    """Refuse bodies over `limit` bytes with 413: by Content-Length first, else as they stream."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise InvalidArgument("malformed Content-Length header") from None
+                if declared > self.limit:
+                    raise PayloadTooLarge(f"request body over the {self.limit}-byte limit")
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise PayloadTooLarge(f"request body over the {self.limit}-byte limit")
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -1,0 +1,57 @@
+"""structlog JSON logs on stderr, with secrets scrubbed before they are written."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = re.compile(
+    r"(authorization|password|secret|token|api[_-]?key|cookie|master|dek|kek|credential)",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_APIKEY = re.compile(r"\bhk-[A-Za-z0-9_-]{8,}")
+
+
+def _scrub_text(text: str) -> str:
+    text = _BEARER.sub(r"\1[redacted]", text)
+    text = _JWT.sub("[redacted-jwt]", text)
+    return _APIKEY.sub("hk-[redacted]", text)
+
+
+def scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: drop values under secret-looking keys, mask tokens in text."""
+    for key, value in list(event.items()):
+        if key != "event" and _SECRET_KEYS.search(key):
+            event[key] = "[redacted]"
+        elif isinstance(value, str):
+            event[key] = _scrub_text(value)
+    return event
+
+
+def configure(level: str = "info") -> None:
+    """Configure structlog (and stdlib logging, for libraries) to write JSON lines."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            scrub,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr,
+                        format="%(levelname)s %(name)s %(message)s")

@@ -1,0 +1,117 @@
+"""Declarative routes with an access policy each (public, authenticated, role:<r>, admin).
+
+A subsystem lists its routes as data in `routes.py` with `route(...)`; the host wraps each
+endpoint so the policy is checked against the identity the gateway minted. A route that
+declares no policy is `authenticated`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from hanzocloud.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+from hanzocloud.identity import Identity, current_identity
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+ROLE_ORDER = ("viewer", "editor", "admin", "owner")
+_POLICY = re.compile(r"^(public|authenticated|admin|role:[a-z][a-z0-9_-]{0,62})$")
+
+
+def check_policy(policy: str) -> str:
+    """Validate a policy string at declaration time."""
+    if not _POLICY.match(policy):
+        raise ValueError(f"bad route policy '{policy}': use public, authenticated, admin "
+                         "or role:<name>")
+    return policy
+
+
+def has_role(identity: Identity, role: str) -> bool:
+    """Whether the identity holds `role`; built-in roles rank owner > admin > editor > viewer."""
+    if identity.is_admin or role in identity.roles:
+        return True
+    if role in ROLE_ORDER:
+        need = ROLE_ORDER.index(role)
+        return any(r in ROLE_ORDER and ROLE_ORDER.index(r) >= need for r in identity.roles)
+    return False
+
+
+def enforce(policy: str, identity: Identity) -> None:
+    """Raise 401/403 unless `identity` satisfies `policy`."""
+    if policy == "public":
+        return
+    if not identity.authenticated:
+        raise Unauthenticated("authentication required: send a bearer token or an API key")
+    if policy == "authenticated":
+        return
+    if policy == "admin":
+        if not identity.is_admin:
+            raise PermissionDenied("platform admin only")
+        return
+    role = policy.removeprefix("role:")
+    if not has_role(identity, role):
+        raise PermissionDenied(f"requires role '{role}'")
+
+
+class PolicyRoute(Route):
+    """A Starlette Route that carries its policy, subsystem and full path for the host."""
+
+    def __init__(self, path: str, endpoint: Endpoint, *, methods: Sequence[str],
+                 policy: str, name: str | None, summary: str | None,
+                 include_in_schema: bool = True, openapi: dict[str, Any] | None = None) -> None:
+        self.policy = check_policy(policy)
+        self.summary = summary or (endpoint.__doc__ or "").strip().split("\n")[0]
+        self.openapi_extra = openapi or {}
+        self.subsystem = "host"
+        self.full_path = path
+        self.inner = endpoint
+
+        @functools.wraps(endpoint)
+        async def guarded(request: Request) -> Response:
+            enforce(self.policy, current_identity.get())
+            return await endpoint(request)
+
+        super().__init__(path, guarded, methods=list(methods), name=name,
+                         include_in_schema=include_in_schema)
+
+
+def route(path: str, endpoint: Endpoint, *, methods: Sequence[str] = ("GET",),
+          policy: str = "authenticated", name: str | None = None, summary: str | None = None,
+          include_in_schema: bool = True, openapi: dict[str, Any] | None = None) -> PolicyRoute:
+    """Declare one route: path relative to the subsystem prefix, methods and access policy."""
+    return PolicyRoute(path, endpoint, methods=methods, policy=policy, name=name,
+                       summary=summary, include_in_schema=include_in_schema, openapi=openapi)
+
+
+def require_org() -> str:
+    """The caller's org (tenant) from the minted identity; 401 when there is none."""
+    identity = current_identity.get()
+    if not identity.org:
+        raise Unauthenticated("this route needs an identity that belongs to an org")
+    return identity.org
+
+
+async def json_body(request: Request) -> Any:
+    """Parse the request body as JSON, with a 415/400 that says what was wrong."""
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+        raise UnsupportedMediaType(f"expected application/json, got {ctype}")
+    raw = await request.body()
+    if not raw:
+        raise InvalidArgument("request body is empty; expected JSON")
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidArgument(f"request body is not valid JSON: {exc}") from None

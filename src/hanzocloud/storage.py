@@ -1,0 +1,323 @@
+"""TenantStore: one SQLCipher file per (org, service), opened lazily, kept in a bounded LRU.
+
+Layout (SPEC §6): `{data_dir}/orgs/{org}/{service}.db` and `{data_dir}/global/{service}.db`,
+each with a `.dek` sidecar holding its wrapped page key. Slugs are checked before any path
+is built, so a hostile org name never reaches the filesystem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import sqlcipher3
+import structlog
+from sqlalchemy import pool
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from hanzocloud import metrics
+from hanzocloud.errors import InvalidArgument
+from hanzocloud.keys import MasterKey, new_dek, unwrap_dek, wrap_dek
+
+log = structlog.get_logger("hanzocloud.storage")
+
+SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}", re.ASCII)
+SERVICE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
+GLOBAL = ""  # the org label of platform-wide files in keys and AAD: no slug can be empty
+
+
+class _GlobalOrg(str):
+    """The one value that selects the global folder; a request-supplied "" is a bad slug."""
+
+    __slots__ = ()
+
+
+GLOBAL_ORG: str = _GlobalOrg(GLOBAL)
+
+
+def validate_slug(org: object) -> str:
+    """Return `org` if it is a valid org slug, else raise InvalidArgument (no path touched)."""
+    if not isinstance(org, str) or SLUG_RE.fullmatch(org) is None:
+        raise InvalidArgument(
+            "invalid org slug: use 1-63 characters of a-z, 0-9 and '-', starting with a "
+            "letter or digit",
+            details={"field": "org"},
+        )
+    return org
+
+
+def validate_service(service: object) -> str:
+    """Return `service` if it is a valid service name, else raise InvalidArgument."""
+    if not isinstance(service, str) or SERVICE_RE.fullmatch(service) is None:
+        raise InvalidArgument("invalid service name", details={"field": "service"})
+    return service
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomic(path: Path, data: bytes, *, exclusive: bool = False) -> bool:
+    """Write temp, fsync, then rename (or link when `exclusive`); False if it already existed."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+        else:
+            os.replace(tmp, path)
+            tmp = path  # nothing left to clean up
+        _fsync_dir(path.parent)
+        return True
+    finally:
+        if tmp != path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def connect_sqlcipher(path: Path, dek: bytes) -> sqlcipher3.Connection:
+    """Open one SQLCipher connection with a raw key and the standard pragmas."""
+    conn = sqlcipher3.connect(str(path), check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA key = \"x'{dek.hex()}'\"")
+        # Touch the schema so a wrong key fails here, not at the first query.
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@dataclass(eq=False)
+class TenantHandle:
+    """An open tenant database: an async engine and its session factory."""
+
+    org: str
+    service: str
+    path: Path
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    last_used: float = field(default_factory=time.monotonic)
+    users: int = 0
+
+    def session(self) -> AsyncSession:
+        """A new session on this tenant's database."""
+        return self.sessions()
+
+
+class TenantStore:
+    """Opens tenant databases on demand and keeps at most `max_open` of them open."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        master: MasterKey,
+        *,
+        max_open: int = 256,
+        idle_seconds: float = 300.0,
+        pool_size: int = 4,
+    ) -> None:
+        if max_open < 1:
+            raise ValueError("max_open must be at least 1")
+        self.data_dir = data_dir
+        self.master = master
+        self.max_open = max_open
+        self.idle_seconds = idle_seconds
+        self.pool_size = pool_size
+        self._open: OrderedDict[tuple[str, str], TenantHandle] = OrderedDict()
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._closed = False
+        self.opens = 0  # cold opens, for metrics and tests
+        self.peak_open = 0
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def path_for(self, org: str, service: str) -> Path:
+        """The database path for (org, service); org GLOBAL only through the *_global calls."""
+        validate_service(service)
+        if isinstance(org, _GlobalOrg):
+            return self.data_dir / "global" / f"{service}.db"
+        return self.data_dir / "orgs" / validate_slug(org) / f"{service}.db"
+
+    def exists(self, org: str, service: str) -> bool:
+        """Whether this tenant's file (or its sidecar) has been created."""
+        path = self.path_for(org, service)
+        return path.exists() or path.with_name(path.name + ".dek").exists()
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def load_dek(self, org: str, service: str, *, create: bool = True) -> bytes:
+        """Unwrap (or on first use create) the page key of one file."""
+        path = self.path_for(org, service)
+        sidecar = path.with_name(path.name + ".dek")
+        try:
+            return unwrap_dek(self.master, org, service, sidecar.read_bytes())
+        except FileNotFoundError:
+            if not create:
+                raise
+        if path.exists() and path.stat().st_size > 0:
+            # A database without its key is not something to overwrite silently.
+            raise InvalidArgument(f"{path} exists but its key sidecar is missing")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        file_id, dek = new_dek()
+        if not write_file_atomic(sidecar, wrap_dek(self.master, org, service, dek, file_id),
+                                 exclusive=True):
+            # Another process created it first: use theirs.
+            return unwrap_dek(self.master, org, service, sidecar.read_bytes())
+        return dek
+
+    def connect_sync(self, org: str, service: str) -> sqlcipher3.Connection:
+        """A plain synchronous connection, for CLI tools and maintenance jobs."""
+        return connect_sqlcipher(self.path_for(org, service), self.load_dek(org, service))
+
+    # -- handles -------------------------------------------------------------------------
+
+    def _build(self, org: str, service: str) -> TenantHandle:
+        path = self.path_for(org, service)
+        dek = self.load_dek(org, service)
+
+        def connector() -> sqlcipher3.Connection:
+            return connect_sqlcipher(path, dek)
+
+        async def creator() -> aiosqlite.Connection:
+            return await aiosqlite.Connection(connector, iter_chunk_size=64)
+
+        engine = create_async_engine(
+            "sqlite+aiosqlite://",
+            async_creator=creator,
+            poolclass=pool.AsyncAdaptedQueuePool,
+            pool_size=self.pool_size,
+            max_overflow=0,
+            pool_timeout=30,
+        )
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        return TenantHandle(org, service, path, engine, sessions)
+
+    async def open(self, org: str, service: str) -> TenantHandle:
+        """Return the open handle for (org, service), opening it (cold) if needed."""
+        if self._closed:
+            raise RuntimeError("TenantStore is closed")
+        key = (org, service)
+        handle = self._open.get(key)
+        if handle is not None:
+            self._open.move_to_end(key)
+            handle.last_used = time.monotonic()
+            metrics.TENANT_CACHE.labels("hit").inc()
+            return handle
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            handle = self._open.get(key)
+            if handle is None:
+                metrics.TENANT_CACHE.labels("miss").inc()
+                handle = self._build(org, service)
+                await self._make_room()
+                self._open[key] = handle
+                self.opens += 1
+                self.peak_open = max(self.peak_open, len(self._open))
+                metrics.TENANT_HANDLES.set(len(self._open))
+        self._locks.pop(key, None)
+        return handle
+
+    @contextlib.asynccontextmanager
+    async def session(self, org: str, service: str) -> AsyncIterator[AsyncSession]:
+        """`async with store.session(org, svc) as s:`, pinning the handle while in use."""
+        handle = await self.open(org, service)
+        handle.users += 1
+        try:
+            async with handle.session() as session:
+                yield session
+        finally:
+            handle.users -= 1
+            handle.last_used = time.monotonic()
+
+    async def run_sync(self, org: str, service: str, fn: Callable[[Any], Any]) -> Any:
+        """Run `fn(sync_connection)` on the tenant's database inside one transaction."""
+        handle = await self.open(org, service)
+        handle.users += 1
+        try:
+            async with handle.engine.begin() as conn:
+                return await conn.run_sync(fn)
+        finally:
+            handle.users -= 1
+
+    async def _make_room(self) -> None:
+        while len(self._open) >= self.max_open:
+            victim = next((k for k, h in self._open.items() if h.users == 0), None)
+            if victim is None:
+                log.warning("tenant_lru_all_in_use", open=len(self._open), bound=self.max_open)
+                return
+            await self._close_handle(victim)
+
+    async def _close_handle(self, key: tuple[str, str]) -> None:
+        handle = self._open.pop(key)
+        metrics.TENANT_HANDLES.set(len(self._open))
+        await handle.engine.dispose()
+
+    async def evict_idle(self, *, now: float | None = None) -> int:
+        """Close handles unused for longer than `idle_seconds`; returns how many closed."""
+        now = time.monotonic() if now is None else now
+        stale = [k for k, h in self._open.items()
+                 if h.users == 0 and now - h.last_used >= self.idle_seconds]
+        for key in stale:
+            await self._close_handle(key)
+        return len(stale)
+
+    async def evict(self, org: str, service: str) -> None:
+        """Close one tenant's handle if open (for tools that replace the file)."""
+        if (org, service) in self._open:
+            await self._close_handle((org, service))
+
+    async def open_global(self, service: str) -> TenantHandle:
+        """The platform-wide database of a service (`global/{service}.db`)."""
+        return await self.open(GLOBAL_ORG, service)
+
+    def global_session(self, service: str) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
+        """`async with store.global_session(svc) as s:` on the platform-wide database."""
+        return self.session(GLOBAL_ORG, service)
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    async def janitor(self, interval: float | None = None) -> None:
+        """Background task: evict idle handles periodically until cancelled."""
+        period = interval or max(1.0, min(self.idle_seconds / 4, 30.0))
+        while True:
+            await asyncio.sleep(period)
+            await self.evict_idle()
+
+    async def close(self) -> None:
+        """Close every open handle; the store refuses new opens afterwards."""
+        self._closed = True
+        for key in list(self._open):
+            await self._close_handle(key)

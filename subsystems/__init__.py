@@ -1,0 +1,1 @@
+"""The subsystem packages. The host imports one only when it is enabled."""

@@ -1,0 +1,32 @@
+;; Passes its input straight to http_fetch as the request and answers
+;; {"status":200,"body":<what http_fetch returned>}.
+(module
+  (import "hanzo" "http_fetch" (func $http_fetch (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{\"status\":200,\"body\":")  ;; 21
+  (global $top (mut i32) (i32.const 1024))
+  (func $alloc (export "alloc") (param $len i32) (result i32)
+    (local $ptr i32) (local $end i32)
+    (local.set $ptr (global.get $top))
+    (local.set $end (i32.and (i32.add (i32.add (local.get $ptr) (local.get $len)) (i32.const 7))
+                             (i32.const -8)))
+    (block $fits
+      (br_if $fits (i32.le_u (local.get $end) (i32.mul (memory.size) (i32.const 65536))))
+      (br_if $fits (i32.ne (memory.grow (i32.add (i32.shr_u (local.get $len) (i32.const 16))
+                                                 (i32.const 1)))
+                           (i32.const -1)))
+      (return (i32.const 0)))
+    (global.set $top (local.get $end))
+    (local.get $ptr))
+  (func (export "dealloc") (param i32 i32))
+  (func (export "fetch") (param $in i32) (param $len i32) (result i64)
+    (local $r i64) (local $rptr i32) (local $rlen i32) (local $out i32)
+    (local.set $r (call $http_fetch (local.get $in) (local.get $len)))
+    (local.set $rptr (i32.wrap_i64 (i64.shr_u (local.get $r) (i64.const 32))))
+    (local.set $rlen (i32.wrap_i64 (local.get $r)))
+    (local.set $out (call $alloc (i32.add (local.get $rlen) (i32.const 22))))
+    (memory.copy (local.get $out) (i32.const 16) (i32.const 21))
+    (memory.copy (i32.add (local.get $out) (i32.const 21)) (local.get $rptr) (local.get $rlen))
+    (i32.store8 (i32.add (local.get $out) (i32.add (local.get $rlen) (i32.const 21))) (i32.const 125))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
+            (i64.extend_i32_u (i32.add (local.get $rlen) (i32.const 22))))))

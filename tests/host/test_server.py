@@ -1,0 +1,66 @@
+"""The real process: listeners, health, metrics, and a clean drain on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import SUPPORT, RunningServer, hanzocloud_cmd
+
+
+def test_server_answers_health_ready_metrics(server_factory: Callable[..., RunningServer],
+                                             tmp_path: Path) -> None:
+    server = server_factory([*hanzocloud_cmd(), "--dev", f"--data-dir={tmp_path}",
+                             "--listen=127.0.0.1:0", "--health-listen=127.0.0.1:0",
+                             "--admin-listen=127.0.0.1:0", "--zap-listen=127.0.0.1:0"])
+    health = server.urls["health"]
+    assert httpx.get(f"{health}/healthz").json()["status"] == "ok"
+    assert httpx.get(f"{health}/readyz").status_code == 200
+    assert httpx.get(f"{server.public}/v1/brand").json()["name"] == "hanzo"
+    text = httpx.get(f"{health}/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert "hanzocloud_requests" in families
+    assert "hanzocloud_tenant_handles_open" in families
+    samples = [s for s in families["hanzocloud_requests"].samples
+               if s.labels.get("route") == "/v1/brand"]
+    assert samples and samples[0].labels["status"] == "200"
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0
+    assert (tmp_path / "dev-master.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_sigterm_drains_in_flight_request(server_factory: Callable[..., RunningServer],
+                                          tmp_path: Path) -> None:
+    server = server_factory([sys.executable, str(SUPPORT / "serve_test_host.py"), "--dev",
+                             f"--data-dir={tmp_path}", "--enable=testgate,alpha",
+                             "--listen=127.0.0.1:0", "--health-listen=127.0.0.1:0",
+                             "--admin-listen=127.0.0.1:0"])
+    result: dict[str, object] = {}
+
+    def slow_call() -> None:
+        try:
+            r = httpx.get(f"{server.public}/v1/alpha/slow?seconds=2", timeout=30)
+            result["status"], result["body"] = r.status_code, r.json()
+        except Exception as exc:  # noqa: BLE001
+            result["error"] = repr(exc)
+
+    caller = threading.Thread(target=slow_call)
+    caller.start()
+    time.sleep(0.5)
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    ready = httpx.get(f"{server.urls['health']}/readyz", timeout=5)
+    assert ready.status_code == 503 and ready.json()["status"] == "draining"
+    caller.join(timeout=30)
+    assert result.get("status") == 200, result
+    assert result["body"] == {"slept": True}
+    assert server.proc.wait(timeout=30) == 0
+    _, err = server.proc.communicate(timeout=10)
+    assert "Traceback" not in err

@@ -1,0 +1,170 @@
+"""TenantStore: encrypted per-tenant files, key binding, slugs and the bounded LRU."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlcipher3
+from sqlalchemy import text
+
+from hanzocloud.errors import InvalidArgument
+from hanzocloud.keys import MasterKey
+from hanzocloud.storage import TenantStore, connect_sqlcipher, validate_slug
+
+PLAINTEXT = "tenant-a-plaintext-marker-7f3a"
+
+
+async def write(store: TenantStore, org: str, value: str) -> None:
+    async with store.session(org, "notes") as s:
+        await s.execute(text("CREATE TABLE IF NOT EXISTS t (v TEXT)"))
+        await s.execute(text("INSERT INTO t VALUES (:v)"), {"v": value})
+        await s.commit()
+
+
+async def read(store: TenantStore, org: str) -> list[str]:
+    async with store.session(org, "notes") as s:
+        return [r[0] for r in (await s.execute(text("SELECT v FROM t ORDER BY rowid"))).all()]
+
+
+def all_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+
+
+async def test_survives_reopen_and_holds_no_plaintext(tmp_path: Path,
+                                                      master: MasterKey) -> None:
+    store = TenantStore(tmp_path, master)
+    await write(store, "acme", PLAINTEXT)
+    await store.close()
+    db = tmp_path / "orgs" / "acme" / "notes.db"
+    assert PLAINTEXT.encode() not in all_bytes(db.parent)
+    assert not db.read_bytes().startswith(b"SQLite format 3\x00")
+    reopened = TenantStore(tmp_path, master)
+    assert await read(reopened, "acme") == [PLAINTEXT]
+    await reopened.close()
+
+
+async def test_file_does_not_open_without_key_or_with_other_orgs_key(
+        tmp_path: Path, master: MasterKey) -> None:
+    store = TenantStore(tmp_path, master)
+    await write(store, "acme", PLAINTEXT)
+    await write(store, "globex", "other")
+    await store.close()
+    db = tmp_path / "orgs" / "acme" / "notes.db"
+    no_key = sqlcipher3.connect(str(db))
+    with pytest.raises(sqlcipher3.DatabaseError):
+        no_key.execute("SELECT * FROM t").fetchall()
+    no_key.close()
+    with pytest.raises(sqlcipher3.DatabaseError):
+        connect_sqlcipher(db, store.load_dek("globex", "notes"))
+    import sqlite3
+
+    plain = sqlite3.connect(str(db))
+    with pytest.raises(sqlite3.DatabaseError):
+        plain.execute("SELECT * FROM sqlite_master").fetchall()
+    plain.close()
+
+
+async def test_swapped_sidecars_do_not_open(tmp_path: Path, master: MasterKey) -> None:
+    store = TenantStore(tmp_path, master)
+    await write(store, "acme", PLAINTEXT)
+    await write(store, "globex", "other")
+    await store.close()
+    a = tmp_path / "orgs" / "acme" / "notes.db.dek"
+    b = tmp_path / "orgs" / "globex" / "notes.db.dek"
+    a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+    a.write_bytes(b_bytes)
+    b.write_bytes(a_bytes)
+    fresh = TenantStore(tmp_path, master)
+    for org in ("acme", "globex"):
+        with pytest.raises(Exception, match="does not open"):
+            await read(fresh, org)
+    await fresh.close()
+
+
+async def test_other_master_key_does_not_open(tmp_path: Path, master: MasterKey) -> None:
+    store = TenantStore(tmp_path, master)
+    await write(store, "acme", PLAINTEXT)
+    await store.close()
+    other = TenantStore(tmp_path, MasterKey(os.urandom(32), "other"))
+    with pytest.raises(Exception, match="does not open"):
+        await read(other, "acme")
+    await other.close()
+
+
+async def test_missing_sidecar_is_never_overwritten(tmp_path: Path, master: MasterKey) -> None:
+    store = TenantStore(tmp_path, master)
+    await write(store, "acme", PLAINTEXT)
+    await store.close()
+    (tmp_path / "orgs" / "acme" / "notes.db.dek").unlink()
+    before = (tmp_path / "orgs" / "acme" / "notes.db").read_bytes()
+    fresh = TenantStore(tmp_path, master)
+    with pytest.raises(InvalidArgument, match="sidecar is missing"):
+        await read(fresh, "acme")
+    await fresh.close()
+    assert (tmp_path / "orgs" / "acme" / "notes.db").read_bytes() == before
+
+
+BAD_SLUGS = ["../x", "A", "a/b", "a" * 64, "аcme", "", "-lead", "a b", "a\n", ".", "x\x00",
+             "ａcme", None, 7]
+
+
+@pytest.mark.parametrize("slug", BAD_SLUGS,
+                         ids=["dotdot", "upper", "slash", "64-chars", "cyrillic-a", "empty",
+                              "leading-dash", "space", "newline", "dot", "nul", "fullwidth",
+                              "none", "int"])
+async def test_bad_slugs_rejected_before_any_path(tmp_path: Path, master: MasterKey,
+                                                  slug: object) -> None:
+    store = TenantStore(tmp_path / "data", master)
+    with pytest.raises(InvalidArgument):
+        await store.open(slug, "notes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        validate_slug(slug)
+    assert not (tmp_path / "data").exists()
+    await store.close()
+
+
+def test_good_slugs() -> None:
+    for slug in ("a", "acme", "acme-2", "0", "a" * 63):
+        assert validate_slug(slug) == slug
+
+
+async def test_lru_bound_holds_over_2000_tenants(tmp_path: Path, master: MasterKey) -> None:
+    store = TenantStore(tmp_path, master, max_open=16)
+    for i in range(2000):
+        async with store.session(f"org-{i}", "notes") as s:
+            await s.execute(text("SELECT 1"))
+        assert store.open_count <= 16
+    assert store.peak_open <= 16 and store.opens == 2000
+    await store.close()
+    assert store.open_count == 0
+
+
+async def test_idle_handles_are_evicted(tmp_path: Path, master: MasterKey) -> None:
+    import time
+
+    store = TenantStore(tmp_path, master, idle_seconds=10)
+    await write(store, "acme", "x")
+    assert store.open_count == 1
+    assert await store.evict_idle(now=time.monotonic() + 5) == 0
+    assert await store.evict_idle(now=time.monotonic() + 11) == 1
+    assert store.open_count == 0
+    assert await read(store, "acme") == ["x"]
+    await store.close()
+
+
+async def test_concurrent_first_open_creates_one_key(tmp_path: Path, master: MasterKey) -> None:
+    import asyncio
+
+    store = TenantStore(tmp_path, master)
+    handles = await asyncio.gather(*(store.open("acme", "notes") for _ in range(20)))
+    assert len({id(h) for h in handles}) == 1
+    await write(store, "acme", "x")
+    await store.close()
+    copy = tmp_path.parent / "copy"
+    shutil.copytree(tmp_path, copy)
+    again = TenantStore(copy, master)
+    assert await read(again, "acme") == ["x"]
+    await again.close()
