@@ -41,6 +41,9 @@ _HELP = {
     "tenant_cache_size": "most tenant databases kept open at once",
     "tenant_idle_seconds": "close a tenant database after this many idle seconds",
     "log_level": "debug, info, warning or error",
+    "ext_dir": "operator extensions: module folders plus routes.toml",
+    "ext_capabilities": "capabilities extensions may use (comma list: http, kv)",
+    "ext_http_allow": "hosts an extension's http_fetch may reach (comma list)",
 }
 
 
@@ -84,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_globals(rotate, top=False)
     rotate.add_argument("--new-key-ref", required=True, metavar="REF",
                         help="the new master key: env:VAR or file:PATH")
+
+    zapc = sub.add_parser("zapc", help="ZAP schema compiler: generate | check | fmt",
+                          add_help=False)
+    zapc.add_argument("rest", nargs=argparse.REMAINDER)
+    ext = sub.add_parser("ext", help="per-org WebAssembly extensions: install | list | remove",
+                         add_help=False)
+    _add_globals(ext, top=False)
+    ext.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -134,6 +145,24 @@ def _rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _globals_from(args: argparse.Namespace, rest: list[str]) -> list[str]:
+    """Pull global flags out of a pass-through argument list into `args`; return the rest."""
+    parser = _Parser(add_help=False)
+    _add_globals(parser, top=False)
+    found, remaining = parser.parse_known_args(rest)
+    for name, value in vars(found).items():
+        setattr(args, name, value)
+    return remaining
+
+
+def _ext(args: argparse.Namespace) -> int:
+    from hanzocloud.ext.cli import cli_main
+
+    rest = _globals_from(args, list(args.rest))
+    data_dir = getattr(args, "data_dir", None) or os.environ.get("CLOUD_DATA_DIR") or "./data"
+    return cli_main(rest, data_dir=Path(data_dir))
+
+
 def _failpoint(name: str) -> Callable[[Path], None] | None:
     """Fault injection for crash tests: CLOUD_FAILPOINT=<name>:<n> exits hard after n steps."""
     spec = os.environ.get("CLOUD_FAILPOINT", "")
@@ -151,13 +180,24 @@ def _failpoint(name: str) -> Callable[[Path], None] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hanzocloud` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
     command = args.command or "serve"
+    if command in ("zapc", "ext"):
+        args.rest = [*unknown, *args.rest]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if command == "serve":
             return _serve(args)
         if command == "keys":
             return _rotate(args)
+        if command == "zapc":
+            from hanzocloud.zap.cli import find_root, run
+
+            return run(list(args.rest), root=find_root(Path.cwd()))
+        if command == "ext":
+            return _ext(args)
         raise ConfigError(f"unknown command {command}")
     except ConfigError as exc:
         print(f"hanzocloud: error: {exc}", file=sys.stderr)

@@ -37,6 +37,9 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "tenant_cache_size": ("CLOUD_TENANT_CACHE_SIZE", 256, "int"),
     "tenant_idle_seconds": ("CLOUD_TENANT_IDLE_SECONDS", 300.0, "float"),
     "log_level": ("CLOUD_LOG_LEVEL", "info", "str"),
+    "ext_dir": ("CLOUD_EXT_DIR", None, "path"),
+    "ext_capabilities": ("CLOUD_EXT_CAPABILITIES", "", "str"),
+    "ext_http_allow": ("CLOUD_EXT_HTTP_ALLOW", "", "str"),
 }
 
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):(?P<port>[0-9]{1,5})$")
@@ -90,6 +93,9 @@ class Settings:
     tenant_cache_size: int
     tenant_idle_seconds: float
     log_level: str
+    ext_dir: Path | None = None
+    ext_capabilities: str = ""
+    ext_http_allow: str = ""
     zap_addrs: Mapping[str, str] = field(default_factory=dict)
 
     def is_enabled(self, name: str) -> bool:

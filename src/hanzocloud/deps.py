@@ -17,6 +17,7 @@ from hanzocloud.brand import Brand
 from hanzocloud.config import Settings
 from hanzocloud.errors import SubsystemUnavailable
 from hanzocloud.events import EventBus
+from hanzocloud.extensions import Extensions
 from hanzocloud.keys import MasterKey
 from hanzocloud.registry import ALWAYS_REMOTE, CLIENT_NAMES
 from hanzocloud.storage import TenantStore
@@ -83,6 +84,7 @@ class Deps:
     tenants: TenantStore
     events: EventBus
     master: MasterKey
+    extensions: Extensions
     iam: ClientRef
     kms: ClientRef
     base: ClientRef
@@ -135,6 +137,7 @@ def build_deps(
     tenants: TenantStore,
     master: MasterKey,
     events: EventBus,
+    extensions: Extensions,
     *,
     local: frozenset[str],
     remote_factory: RemoteFactory | None = None,
@@ -148,5 +151,6 @@ def build_deps(
         tenants=tenants,
         events=events,
         master=master,
+        extensions=extensions,
         **refs,
     )

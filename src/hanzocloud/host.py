@@ -28,6 +28,8 @@ from hanzocloud.config import Settings
 from hanzocloud.deps import Deps, RemoteFactory, build_deps
 from hanzocloud.errors import CloudError, ConfigError, PermissionDenied, Unauthenticated
 from hanzocloud.events import EventBus
+from hanzocloud.extension_routes import extension_routes
+from hanzocloud.extensions import Extensions
 from hanzocloud.http import BodyLimit, JSONResponse, RequestContext, http_exception_handler
 from hanzocloud.identity import current_identity
 from hanzocloud.keys import MasterKey, dev_master_key, resolve_master_key
@@ -70,6 +72,7 @@ class Host:
         """Start every subsystem in mount order; stop them in reverse, then close storage."""
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self.deps.tenants.close)
+            stack.callback(self.deps.extensions.close)
             if self.remote is not None:
                 stack.push_async_callback(self.remote.close)
             janitor = asyncio.create_task(self.deps.tenants.janitor())
@@ -197,7 +200,8 @@ def build_host(
     if remote_factory is None:
         remote = RemoteClients(master)
         remote_factory = remote.factory
-    deps = build_deps(settings, brand, tenants, master, EventBus(),
+    extensions = Extensions(settings, tenants)
+    deps = build_deps(settings, brand, tenants, master, EventBus(), extensions,
                       local=frozenset(s.name for s in enabled), remote_factory=remote_factory)
     points: list[MountPoint] = []
     for sub in enabled:
@@ -207,7 +211,8 @@ def build_host(
         points.append(point)
 
     holder: dict[str, Any] = {}
-    host_routes = _host_routes(brand, holder)
+    host_routes = [*_host_routes(brand, holder), *extension_routes(extensions),
+                   *extensions.operator_routes()]
     admin_routes = _admin_host_routes(deps, points)
     table = compile_table(points, host_routes, admin_routes)
 

@@ -93,6 +93,18 @@ class MountPoint:
         """Register this subsystem's in-process client, the one Deps hands to the others."""
         self.deps.client(self.name)._provide(client)
 
+    def module(self, spec: str, runtime: str, directory: Any, *, export: str | None = None,
+               policy: str = "authenticated") -> None:
+        """Serve a WebAssembly module as a route: `app.module("POST /v1/<name>/x", "wasm", dir)`."""
+        method, path = spec.strip().partition(" ")[::2]
+        path = path.strip()
+        if path.startswith("/v1/"):
+            if not path.startswith(self.prefix + "/"):
+                raise ConfigError(f"{self.name}: module route {path} is outside {self.prefix}")
+            path = path[len(self.prefix):]
+        self._routes.append(self.deps.extensions.route(f"{method} {path}", runtime, directory,
+                                                       export=export, policy=policy))
+
     def zap_service(self, methods: Any, impl: object, *, service: str | None = None) -> None:
         """Serve `impl` over ZAP RPC with a generated dispatch table."""
         self._zap.append((service or self.name, methods, impl))

@@ -157,6 +157,8 @@ class TenantStore:
         self._open: OrderedDict[tuple[str, str], TenantHandle] = OrderedDict()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._closed = False
+        self._dialect: Any = None
+        self._closing: set[asyncio.Task[None]] = set()
         self.opens = 0  # cold opens, for metrics and tests
         self.peak_open = 0
 
@@ -219,7 +221,14 @@ class TenantStore:
             pool_size=self.pool_size,
             max_overflow=0,
             pool_timeout=30,
+            # Dialect probing costs several thread round trips per engine; every tenant engine
+            # shares the dialect that the first engine probed.
+            _initialize=self._dialect is None,
         )
+        if self._dialect is None:
+            self._dialect = engine.sync_engine.dialect
+        else:
+            engine.sync_engine.dialect = self._dialect
         sessions = async_sessionmaker(engine, expire_on_commit=False)
         return TenantHandle(org, service, path, engine, sessions)
 
@@ -276,12 +285,18 @@ class TenantStore:
             if victim is None:
                 log.warning("tenant_lru_all_in_use", open=len(self._open), bound=self.max_open)
                 return
-            await self._close_handle(victim)
+            await self._close_handle(victim, wait=False)
 
-    async def _close_handle(self, key: tuple[str, str]) -> None:
+    async def _close_handle(self, key: tuple[str, str], *, wait: bool = True) -> None:
         handle = self._open.pop(key)
         metrics.TENANT_HANDLES.set(len(self._open))
-        await handle.engine.dispose()
+        if wait:
+            await handle.engine.dispose()
+            return
+        # An eviction on the open path should not make the caller wait for thread joins.
+        task = asyncio.get_running_loop().create_task(handle.engine.dispose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def evict_idle(self, *, now: float | None = None) -> int:
         """Close handles unused for longer than `idle_seconds`; returns how many closed."""
@@ -321,3 +336,5 @@ class TenantStore:
         self._closed = True
         for key in list(self._open):
             await self._close_handle(key)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

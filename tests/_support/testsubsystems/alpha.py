@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -75,6 +76,8 @@ def mount(app: Any, deps: Any) -> None:
         route("/editors", editors, policy="role:editor"),
     ])
     app.admin_routes([route("/stats", ping, policy="admin")])
+    echo = Path(__file__).resolve().parents[3] / "examples" / "ext" / "echo-wat"
+    app.module("POST /v1/alpha/echo", "wasm", echo, export="handle")
 
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:

@@ -1,4 +1,5 @@
-"""A test edge: mints the identity from `X-Test-Identity: org/user/role1+role2[/admin]`."""
+"""A test edge: mints the identity from `X-Test-Identity: org/user/role1+role2[/admin]`,
+or from `Authorization: [Bearer ]test:org/user/role1+role2[/admin]`."""
 
 from __future__ import annotations
 
@@ -13,8 +14,16 @@ class TestIdentity:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            for key, value in scope["headers"]:
-                if key == b"x-test-identity":
+            for key, raw in scope["headers"]:
+                value = raw
+                if key == b"authorization":
+                    value = raw.removeprefix(b"Bearer ").removeprefix(b"bearer ")
+                    if not value.startswith(b"test:"):
+                        continue
+                    value = value[5:]
+                elif key != b"x-test-identity":
+                    continue
+                if value:
                     parts = value.decode().split("/")
                     org, user, roles = (parts + ["", "", ""])[:3]
                     current_identity.set(Identity(
