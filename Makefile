@@ -13,11 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/hanzocloud iam demo --dev
 	$(BIN)/hanzocloud --dev --enable=all
 
 test: $(STAMP)
 	$(BIN)/python -m hanzocloud.zap check
-	$(BIN)/python -m pytest -q -p no:randomly
+	$(BIN)/python -m pytest -p no:randomly
 
 bench: $(STAMP)
 	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -40,6 +40,11 @@ _HELP = {
     "shutdown_timeout": "seconds to drain in-flight requests on SIGTERM",
     "tenant_cache_size": "most tenant databases kept open at once",
     "tenant_idle_seconds": "close a tenant database after this many idle seconds",
+    "replicate_url": "stream every database to this fsspec URL (file://, s3://, memory://); "
+                     "--dev defaults to file://<data dir>/replicate-sink",
+    "replicate_wal_hours": "keep shipped WAL for point-in-time restores this many hours",
+    "replicate_snapshot_days": "keep replication snapshots this many days",
+    "replicate_lease_seconds": "a dead replica's tenant leases expire after this many seconds",
     "log_level": "debug, info, warning or error",
     "ext_dir": "operator extensions: module folders plus routes.toml",
     "ext_capabilities": "capabilities extensions may use (comma list: http, kv)",
@@ -88,6 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--new-key-ref", required=True, metavar="REF",
                         help="the new master key: env:VAR or file:PATH")
 
+    # Durability replicator (hanzocloud.replicate): restore a database from the sink.
+    replicate = sub.add_parser("replicate", help="durability replication: restore")
+    _add_globals(replicate, top=False)
+    replicate_sub = replicate.add_subparsers(dest="replicate_command", metavar="ACTION",
+                                             parser_class=_Parser, required=True)
+    restore = replicate_sub.add_parser("restore", help="restore one database from the "
+                                       "replication sink, optionally as of a moment")
+    _add_globals(restore, top=False)
+    restore.add_argument("--org", required=True, help="org slug (_global: platform-wide)")
+    restore.add_argument("--service", required=True, help="service name, e.g. iam")
+    restore.add_argument("--to", metavar="TIMESTAMP",
+                         help="restore the state of this moment (ISO 8601 or unix seconds)")
+    restore.add_argument("--output", metavar="PATH", help="write the file here, not the data dir")
+    restore.add_argument("--force", action="store_true",
+                         help="replace an existing local file (kept aside as .superseded-…)")
+
+    iam = sub.add_parser("iam", help="iam: bootstrap | rotate-keys | demo", add_help=False)
+    _add_globals(iam, top=False)
+    iam.add_argument("rest", nargs=argparse.REMAINDER)
+
     zapc = sub.add_parser("zapc", help="ZAP schema compiler: generate | check | fmt",
                           add_help=False)
     zapc.add_argument("rest", nargs=argparse.REMAINDER)
@@ -108,9 +133,10 @@ def _serve(args: argparse.Namespace) -> int:
     from hanzocloud import logging as cloud_logging
     from hanzocloud.host import build_host
     from hanzocloud.keys import DEV_KEY_FILE
+    from hanzocloud.replicate import with_dev_sink
     from hanzocloud.server import serve
 
-    settings = _settings(args)
+    settings = with_dev_sink(_settings(args))  # --dev replicates under the data dir
     cloud_logging.configure(settings.log_level)
     host = build_host(settings)
     if settings.dev and not settings.kms_master_key_ref:
@@ -198,6 +224,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(list(args.rest), root=find_root(Path.cwd()))
         if command == "ext":
             return _ext(args)
+        if command == "replicate":
+            from hanzocloud.replicate.cli import run_restore
+
+            return run_restore(_settings(args), args)
+        if command == "iam":
+            from subsystems.iam.cli import main as iam_main
+
+            return iam_main(args, list(args.rest), add_globals=_add_globals,
+                            parser_class=_Parser)
         raise ConfigError(f"unknown command {command}")
     except ConfigError as exc:
         print(f"hanzocloud: error: {exc}", file=sys.stderr)

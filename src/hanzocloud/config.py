@@ -36,6 +36,11 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "shutdown_timeout": ("CLOUD_SHUTDOWN_TIMEOUT", 30.0, "float"),
     "tenant_cache_size": ("CLOUD_TENANT_CACHE_SIZE", 256, "int"),
     "tenant_idle_seconds": ("CLOUD_TENANT_IDLE_SECONDS", 300.0, "float"),
+    # Durability replicator (hanzocloud.replicate); off when no URL (the CLI's --dev picks one).
+    "replicate_url": ("CLOUD_REPLICATE_URL", None, "str"),
+    "replicate_wal_hours": ("CLOUD_REPLICATE_WAL_HOURS", 72.0, "float"),
+    "replicate_snapshot_days": ("CLOUD_REPLICATE_SNAPSHOT_DAYS", 30.0, "float"),
+    "replicate_lease_seconds": ("CLOUD_REPLICATE_LEASE_SECONDS", 15.0, "float"),
     "log_level": ("CLOUD_LOG_LEVEL", "info", "str"),
     "ext_dir": ("CLOUD_EXT_DIR", None, "path"),
     "ext_capabilities": ("CLOUD_EXT_CAPABILITIES", "", "str"),
@@ -92,6 +97,10 @@ class Settings:
     shutdown_timeout: float
     tenant_cache_size: int
     tenant_idle_seconds: float
+    replicate_url: str | None
+    replicate_wal_hours: float
+    replicate_snapshot_days: float
+    replicate_lease_seconds: float
     log_level: str
     ext_dir: Path | None = None
     ext_capabilities: str = ""
@@ -198,6 +207,9 @@ def load_settings(
         raise ConfigError("--body-limit must be a positive number of bytes")
     if merged["tenant_cache_size"] < 1:
         raise ConfigError("--tenant-cache-size must be at least 1")
+    for name in ("replicate_wal_hours", "replicate_snapshot_days", "replicate_lease_seconds"):
+        if merged[name] <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
     if not merged["dev"] and not merged["kms_master_key_ref"]:
         raise ConfigError("no master key: pass --kms-master-key-ref=env:VAR|file:PATH|kms://… "
                           "(or CLOUD_KMS_MASTER_KEY_REF), or --dev for a local development key")

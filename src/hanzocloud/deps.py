@@ -108,7 +108,11 @@ class Deps:
         return ref
 
     def derive_key(self, purpose: str) -> bytes:
-        """A 32-byte key derived from the master key for one named purpose."""
+        """A 32-byte key derived from the master key for one named purpose.
+
+        It changes when the master key rotates: use it for credentials and short-lived
+        tokens, never to seal stored data (use `tenants.file_key` for that).
+        """
         return self.master.derive(f"hanzocloud/v1/{purpose}".encode())
 
 

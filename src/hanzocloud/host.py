@@ -66,11 +66,15 @@ class Host:
     state: HostState = field(default_factory=HostState)
     dev_key_created: bool = False
     remote: RemoteClients | None = None
+    replicator: Any = None  # hanzocloud.replicate.Replicator when --replicate-url is set
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[Host]:
         """Start every subsystem in mount order; stop them in reverse, then close storage."""
         async with contextlib.AsyncExitStack() as stack:
+            if self.replicator is not None:  # stops after the store closed: final ships
+                await self.replicator.start()
+                stack.push_async_callback(self.replicator.stop)
             stack.push_async_callback(self.deps.tenants.close)
             stack.callback(self.deps.extensions.close)
             if self.remote is not None:
@@ -195,6 +199,11 @@ def build_host(
     check_master_key(settings.data_dir, master)
     tenants = TenantStore(settings.data_dir, master, max_open=settings.tenant_cache_size,
                           idle_seconds=settings.tenant_idle_seconds)
+    replicator = None
+    if settings.replicate_url:
+        from hanzocloud.replicate import build_replicator
+
+        replicator = build_replicator(settings, master, tenants)
     enabled = [s for s in registry if s.name in settings.enabled]
     remote = None
     if remote_factory is None:
@@ -233,4 +242,4 @@ def build_host(
     holder["openapi"] = build_openapi(brand, table, public_routes)
     state = HostState()
     return Host(settings, deps, points, table, public, admin, _health_app(state, deps),
-                state=state, dev_key_created=created, remote=remote)
+                state=state, dev_key_created=created, remote=remote, replicator=replicator)

@@ -31,3 +31,27 @@ CACHE = Counter(
     "hanzocloud_cache", "Lookups in named in-process caches, by cache and result.",
     ["cache", "result"], registry=REGISTRY,
 )
+# Durability replicator (hanzocloud.replicate): lag per database, bytes shipped, failures.
+REPLICATE_LAG = Gauge(
+    "hanzocloud_replicate_lag_seconds",
+    "Age of the oldest change not yet shipped to the replication sink, per database.",
+    ["org", "service"], registry=REGISTRY,
+)
+REPLICATE_BYTES = Counter(
+    "hanzocloud_replicate_shipped_bytes", "Bytes written to the replication sink, by kind.",
+    ["kind"], registry=REGISTRY,
+)
+REPLICATE_FAILURES = Counter(
+    "hanzocloud_replicate_failures", "Replication operations that failed, by operation.",
+    ["op"], registry=REGISTRY,
+)
+REPLICATE_SHIP_LAG = Histogram(
+    "hanzocloud_replicate_ship_lag_seconds",
+    "Time from a change being noticed to it being in the sink.",
+    buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30),
+    registry=REGISTRY,
+)
+REPLICATE_RESTORES = Counter(
+    "hanzocloud_replicate_restores", "Databases restored from the sink, by reason.",
+    ["reason"], registry=REGISTRY,
+)

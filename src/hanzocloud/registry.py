@@ -16,7 +16,12 @@ class Subsystem(NamedTuple):
     edge: bool = False  # an edge subsystem is also enabled when another runs alone
 
 
-SUBSYSTEMS: tuple[Subsystem, ...] = ()
+SUBSYSTEMS: tuple[Subsystem, ...] = (
+    Subsystem("iam", "subsystems.iam"),
+    Subsystem("kms", "subsystems.kms"),
+    Subsystem("base", "subsystems.base"),
+    Subsystem("gateway", "subsystems.gateway", edge=True),
+)
 
 SUBSYSTEM_NAMES: tuple[str, ...] = tuple(s.name for s in SUBSYSTEMS)
 

@@ -16,11 +16,13 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 import sqlcipher3
 import structlog
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -31,7 +33,7 @@ from sqlalchemy.ext.asyncio import (
 
 from hanzocloud import metrics
 from hanzocloud.errors import InvalidArgument
-from hanzocloud.keys import MasterKey, new_dek, unwrap_dek, wrap_dek
+from hanzocloud.keys import MasterKey, lp, new_dek, unwrap_dek, wrap_dek
 
 log = structlog.get_logger("hanzocloud.storage")
 
@@ -118,6 +120,15 @@ def connect_sqlcipher(path: Path, dek: bytes) -> sqlcipher3.Connection:
     return conn
 
 
+class StorageHooks(Protocol):
+    """What the durability replicator (hanzocloud.replicate) learns from the store."""
+
+    async def before_open(self, org: str, service: str, path: Path) -> None: ...
+    async def opened(self, org: str, service: str, path: Path) -> None: ...
+    def touched(self, org: str, service: str) -> None: ...
+    async def closed(self, org: str, service: str) -> None: ...
+
+
 @dataclass(eq=False)
 class TenantHandle:
     """An open tenant database: an async engine and its session factory."""
@@ -161,6 +172,9 @@ class TenantStore:
         self._closing: set[asyncio.Task[None]] = set()
         self.opens = 0  # cold opens, for metrics and tests
         self.peak_open = 0
+        # Set by the replicator: it then owns checkpoints (wal_autocheckpoint=0 here) and is
+        # told about opens, sessions and closes so it can ship the WAL and hydrate files.
+        self.replicator: StorageHooks | None = None
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -198,9 +212,28 @@ class TenantStore:
             return unwrap_dek(self.master, org, service, sidecar.read_bytes())
         return dek
 
+    def file_key(self, org: str, service: str, purpose: str) -> bytes:
+        """A 32-byte key bound to one database file: HKDF of its page key.
+
+        Use it to seal values stored inside that file. Unlike `Deps.derive_key` (rooted in
+        the master key) it survives master-key rotation and travels with the file when the
+        file is replicated or restored.
+        """
+        dek = self.load_dek(org, service)
+        info = b"hanzocloud/v1/file-key" + lp(purpose)
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(dek)
+
+    def global_file_key(self, service: str, purpose: str) -> bytes:
+        """`file_key` of the platform-wide database of `service`."""
+        return self.file_key(GLOBAL_ORG, service, purpose)
+
     def connect_sync(self, org: str, service: str) -> sqlcipher3.Connection:
         """A plain synchronous connection, for CLI tools and maintenance jobs."""
-        return connect_sqlcipher(self.path_for(org, service), self.load_dek(org, service))
+        conn = connect_sqlcipher(self.path_for(org, service), self.load_dek(org, service))
+        if self.replicator is not None:
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self.replicator.touched(org, service)
+        return conn
 
     # -- handles -------------------------------------------------------------------------
 
@@ -208,8 +241,13 @@ class TenantStore:
         path = self.path_for(org, service)
         dek = self.load_dek(org, service)
 
+        replicated = self.replicator is not None
+
         def connector() -> sqlcipher3.Connection:
-            return connect_sqlcipher(path, dek)
+            conn = connect_sqlcipher(path, dek)
+            if replicated:  # frames stay in the WAL until the replicator has shipped them
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+            return conn
 
         async def creator() -> aiosqlite.Connection:
             return await aiosqlite.Connection(connector, iter_chunk_size=64)
@@ -248,7 +286,11 @@ class TenantStore:
             handle = self._open.get(key)
             if handle is None:
                 metrics.TENANT_CACHE.labels("miss").inc()
+                if self.replicator is not None:  # lease, and restore a missing file first
+                    await self.replicator.before_open(org, service, self.path_for(org, service))
                 handle = self._build(org, service)
+                if self.replicator is not None:
+                    await self.replicator.opened(org, service, handle.path)
                 await self._make_room()
                 self._open[key] = handle
                 self.opens += 1
@@ -268,6 +310,8 @@ class TenantStore:
         finally:
             handle.users -= 1
             handle.last_used = time.monotonic()
+            if self.replicator is not None:
+                self.replicator.touched(org, service)
 
     async def run_sync(self, org: str, service: str, fn: Callable[[Any], Any]) -> Any:
         """Run `fn(sync_connection)` on the tenant's database inside one transaction."""
@@ -278,6 +322,8 @@ class TenantStore:
                 return await conn.run_sync(fn)
         finally:
             handle.users -= 1
+            if self.replicator is not None:
+                self.replicator.touched(org, service)
 
     async def _make_room(self) -> None:
         while len(self._open) >= self.max_open:
@@ -291,12 +337,17 @@ class TenantStore:
         handle = self._open.pop(key)
         metrics.TENANT_HANDLES.set(len(self._open))
         if wait:
-            await handle.engine.dispose()
+            await self._dispose(handle)
             return
         # An eviction on the open path should not make the caller wait for thread joins.
-        task = asyncio.get_running_loop().create_task(handle.engine.dispose())
+        task = asyncio.get_running_loop().create_task(self._dispose(handle))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    async def _dispose(self, handle: TenantHandle) -> None:
+        await handle.engine.dispose()
+        if self.replicator is not None:  # ship the tail now that no connection can write
+            await self.replicator.closed(handle.org, handle.service)
 
     async def evict_idle(self, *, now: float | None = None) -> int:
         """Close handles unused for longer than `idle_seconds`; returns how many closed."""

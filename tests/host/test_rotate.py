@@ -117,3 +117,26 @@ async def test_cli_rotation_survives_a_hard_kill(tmp_path: Path) -> None:
     assert "already on the new key" in done.stdout
     for org in [*ORGS, GLOBAL]:
         assert await readable_with(tmp_path, new, org)
+
+
+async def test_iam_survives_master_rotation(tmp_path: Path) -> None:
+    """Stored secrets of real subsystems are sealed under file keys, not the master key."""
+    from conftest import make_settings
+    from hanzocloud.host import build_host
+    from hanzocloud.registry import SUBSYSTEM_NAMES
+
+    old, new = MasterKey(os.urandom(32), "old"), MasterKey(os.urandom(32), "new")
+    settings = make_settings(tmp_path, known=SUBSYSTEM_NAMES, enable="iam,gateway")
+    host = build_host(settings, master=old)
+    async with host.lifespan():
+        keys = host.deps.iam.target.keys
+        await keys.active()
+        before = keys.jwks()
+    rotate_master(tmp_path, old, new)
+    host = build_host(settings, master=new)
+    async with host.lifespan():
+        keys = host.deps.iam.target.keys
+        await keys.active()
+        after = keys.jwks()
+    assert before["keys"] and [k["kid"] for k in before["keys"]] == [
+        k["kid"] for k in after["keys"]]

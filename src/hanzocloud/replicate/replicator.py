@@ -1,0 +1,425 @@
+"""The replicator: follows every open database, ships its WAL, keeps leases and retention.
+
+It hooks into the TenantStore (`store.replicator = self`): `before_open` takes the lease and
+hydrates a missing (or superseded) file from the sink, `opened` starts following the file,
+`touched` marks it dirty after a session, `closed` ships the tail and stops following it.
+A loop wakes on `touched` (debounced), and on a timer for every followed file, and runs each
+file's blocking `TenantLog.step` on a worker thread. A sink outage leaves the frames in the
+WAL (nothing is checkpointed until shipped); lag grows in /metrics and shipping catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from hanzocloud import metrics
+from hanzocloud.keys import MasterKey
+from hanzocloud.replicate.crypto import SinkKeys
+from hanzocloud.replicate.errors import ChainError, ContinuityLost, SinkError, TenantUnavailable
+from hanzocloud.replicate.hydrate import take_over
+from hanzocloud.replicate.lease import LeaseHeld, Leases
+from hanzocloud.replicate.objects import org_label
+from hanzocloud.replicate.options import Followed, ReplicateOptions
+from hanzocloud.replicate.retention import apply_retention
+from hanzocloud.replicate.sink import Sink
+from hanzocloud.replicate.tenant import TenantLog
+
+if TYPE_CHECKING:
+    from hanzocloud.storage import TenantStore
+
+log = structlog.get_logger("hanzocloud.replicate")
+Key = tuple[str, str]
+
+
+class Replicator:
+    """Streams every database the store opens to one sink, encrypted, under one lease set."""
+
+    def __init__(self, sink: Sink, master: MasterKey, *, owner: str,
+                 options: ReplicateOptions | None = None) -> None:
+        self.sink = sink
+        self.keys = SinkKeys.derive(master)
+        self.options = options or ReplicateOptions()
+        self.leases = Leases(sink, self.keys, owner, ttl=self.options.lease_ttl)
+        self.writer = f"{self.leases.id}:{os.getpid()}:{time.time_ns():x}"
+        self.store: TenantStore | None = None
+        self._followed: dict[Key, Followed] = {}
+        self._unleased: set[Key] = set()  # opened during an outage; lease taken on recovery
+        self._dirty: set[Key] = set()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sem = asyncio.Semaphore(self.options.concurrency)
+        self._key_locks: dict[Key, asyncio.Lock] = {}
+        self._running: dict[Key, asyncio.Task[None]] = {}
+        self._to_release: set[Key] = set()
+        self._again: set[Key] = set()
+        self._stopping = False
+
+    def attach(self, store: TenantStore) -> None:
+        """Become the store's replicator (its connections then leave checkpoints to us)."""
+        self.store = store
+        store.replicator = self
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Announce this replica and start the shipping and heartbeat loops."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            await asyncio.to_thread(self.leases.heartbeat)
+        except SinkError as exc:
+            metrics.REPLICATE_FAILURES.labels("heartbeat").inc()
+            log.warning("replicate_sink_unavailable", sink=self.sink.url, error=str(exc))
+        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._beat())]
+        log.info("replicate_started", sink=self.sink.url, recipient=self.keys.fingerprint)
+
+    async def stop(self) -> None:
+        """Ship what is left (bounded by close_timeout), release leases, stop the loops."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        deadline = time.monotonic() + self.options.close_timeout
+        for followed in list(self._followed.values()):
+            followed.open = False
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(self._finish(followed), remaining)
+            except TimeoutError:
+                log.warning("replicate_final_ship_timeout", org=org_label(followed.org),
+                            service=followed.service)
+            if self._followed.get((followed.org, followed.service)) is followed:
+                await asyncio.to_thread(followed.log.release)
+                self._forget(followed)
+
+    # -- TenantStore hooks ----------------------------------------------------------------------
+
+    def _key_lock(self, key: Key) -> asyncio.Lock:
+        # Orders lease take-over (open) against lease release (close) for one database.
+        return self._key_locks.setdefault(key, asyncio.Lock())
+
+    async def before_open(self, org: str, service: str, path: Path) -> None:
+        """Take the lease; restore the file first if it is missing here or was superseded."""
+        key = (org, service)
+        if self._stopping or key in self._followed:
+            return
+        async with self._key_lock(key):
+            if key not in self._followed:
+                await self._take(org, service, path)
+
+    async def _take(self, org: str, service: str, path: Path) -> None:
+        try:
+            leased = await take_over(self.sink, self.keys, self.leases, org, service, path)
+        except TenantUnavailable:
+            if (org, service) in self.leases.held:
+                await self._release((org, service))
+            raise
+        if not leased:
+            self._unleased.add((org, service))
+
+    async def opened(self, org: str, service: str, path: Path) -> None:
+        """Start following a database the store just opened."""
+        key = (org, service)
+        async with self._key_lock(key):
+            followed = self._followed.get(key)
+            if followed is not None:
+                async with followed.lock:
+                    followed.open = True
+                    if not followed.log.closed:
+                        return
+            await self._follow(org, service, path, open_=True)
+
+    def touched(self, org: str, service: str) -> None:
+        """A session on the database ended: ship soon. Safe to call from any thread."""
+        loop = self._loop
+        if loop is None or self._stopping:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._mark((org, service))
+        else:
+            loop.call_soon_threadsafe(self._mark, (org, service))
+
+    async def closed(self, org: str, service: str) -> None:
+        """The store closed its handle: ship the tail and stop following (or retry later)."""
+        followed = self._followed.get((org, service))
+        if followed is not None:
+            followed.open = False
+            await self._finish(followed)
+
+    # -- following ----------------------------------------------------------------------------
+
+    async def _follow(self, org: str, service: str, path: Path, *, open_: bool) -> None:
+        assert self.store is not None
+        dek = self.store.load_dek(org, service)
+
+        def build() -> TenantLog:
+            tenant = TenantLog(self.sink, self.keys, org, service, path, dek,
+                               writer=self.writer, policy=self.options.policy)
+            tenant.resume()
+            return tenant
+
+        # Callers hold the key lock, so no other follower can appear meanwhile.
+        tenant = await asyncio.to_thread(build)
+        self._followed[(org, service)] = Followed(org, service, tenant, open=open_)
+        self._mark((org, service))
+
+    def _mark(self, key: Key) -> None:
+        followed = self._followed.get(key)
+        if followed is None:
+            if self.store is not None and key not in self._dirty:
+                # A file written outside a handle (connect_sync): follow it while it is busy.
+                self._dirty.add(key)
+                self._wake.set()
+            return
+        now = time.monotonic()
+        followed.last_change = now
+        if followed.since is None:
+            followed.since = now
+        self._dirty.add(key)
+        self._wake.set()
+
+    async def _finish(self, followed: Followed) -> None:
+        async with followed.lock:
+            if followed.open or followed.log.closed:
+                return
+            try:
+                shipped = await asyncio.to_thread(followed.log.close)
+            except SinkError as exc:
+                if not followed.failing:
+                    log.warning("replicate_final_ship_failed", org=org_label(followed.org),
+                                service=followed.service, error=str(exc))
+                followed.failing = True
+                metrics.REPLICATE_FAILURES.labels("ship").inc()
+                return  # still followed: the loop retries, the WAL stays
+            except Exception:
+                log.exception("replicate_close_failed", org=org_label(followed.org),
+                              service=followed.service)
+                await asyncio.to_thread(followed.log.release)
+                shipped = False
+        if not shipped:
+            log.info("replicate_closed_unshipped", org=org_label(followed.org),
+                     service=followed.service)
+        key = (followed.org, followed.service)
+        async with self._key_lock(key):
+            if self._followed.get(key) is not followed:
+                return  # reopened meanwhile: the new follower keeps the lease
+            self._forget(followed)
+            await self._release(key)
+
+    async def _release(self, key: Key) -> None:
+        try:
+            await asyncio.to_thread(self.leases.release, *key)
+            self._to_release.discard(key)
+        except (SinkError, ChainError):
+            self._to_release.add(key)  # retried after the next heartbeat
+
+    def _forget(self, followed: Followed) -> None:
+        key = (followed.org, followed.service)
+        if self._followed.get(key) is followed:
+            del self._followed[key]
+            with contextlib.suppress(KeyError):
+                metrics.REPLICATE_LAG.remove(org_label(followed.org), followed.service)
+
+    # -- loops --------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        next_tick = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - time.monotonic()))
+            if self._wake.is_set():
+                await asyncio.sleep(self.options.debounce)  # let a burst of commits pile up
+                self._wake.clear()
+            keys, self._dirty = self._dirty, set()
+            if time.monotonic() >= next_tick:
+                keys |= set(self._followed)
+                next_tick = time.monotonic() + self.options.interval
+            for key in keys:
+                # One slow database (a checkpoint waiting for writers) must not hold up the
+                # others: each runs on its own, and one already running is simply re-marked.
+                if key in self._running:
+                    self._again.add(key)
+                else:
+                    self._running[key] = asyncio.create_task(self._sync_then(key))
+            self._report_lag()
+
+    async def _sync_then(self, key: Key) -> None:
+        try:
+            await self._sync(key)
+        finally:
+            del self._running[key]
+            if key in self._again:
+                self._again.discard(key)
+                self._dirty.add(key)
+                self._wake.set()
+
+    async def _sync(self, key: Key) -> None:
+        followed = self._followed.get(key)
+        if followed is None:
+            await self._adopt(key)
+            return
+        async with self._sem:
+            if followed.log.closed:
+                return
+            idle = time.monotonic() - followed.last_change >= self.options.idle_close
+            if not followed.open and (followed.failing or idle):
+                # A closed handle whose last ship failed, or a connect_sync file gone quiet.
+                await self._finish(followed)
+                return
+            async with followed.lock:
+                if followed.log.closed:
+                    return
+                await self._step(followed)
+            if time.monotonic() - followed.last_retention >= self.options.retention_every:
+                followed.last_retention = time.monotonic()
+                await self._retain(followed)
+
+    async def _step(self, followed: Followed) -> None:
+        where = {"org": org_label(followed.org), "service": followed.service}
+        started, oldest = time.monotonic(), followed.since
+        try:
+            report = await asyncio.to_thread(followed.log.step)
+        except SinkError as exc:
+            metrics.REPLICATE_FAILURES.labels("ship").inc()
+            if not followed.failing:
+                log.warning("replicate_ship_failed", **where, error=str(exc))
+            followed.failing = True
+            if followed.since is None:
+                followed.since = time.monotonic()
+            return
+        except ContinuityLost as exc:
+            log.info("replicate_new_generation", **where, reason=str(exc))
+            followed.log.abandon_generation()
+            self._dirty.add((followed.org, followed.service))
+            self._wake.set()
+            return
+        except ChainError as exc:
+            await self._lose(followed, str(exc))
+            return
+        except Exception:
+            metrics.REPLICATE_FAILURES.labels("ship").inc()
+            log.exception("replicate_step_failed", **where)
+            return
+        if followed.failing:
+            log.info("replicate_caught_up", **where)
+        followed.failing = False
+        if report.wal_bytes:
+            metrics.REPLICATE_BYTES.labels("wal").inc(report.wal_bytes)
+        if report.snapshot_bytes:
+            metrics.REPLICATE_BYTES.labels("snapshot").inc(report.snapshot_bytes)
+        if report.wal_bytes and oldest is not None:
+            metrics.REPLICATE_SHIP_LAG.observe(time.monotonic() - oldest)
+        # What is still pending was committed after this step read the WAL, so after
+        # `started`; a session that ended during the step set `since` later than that.
+        late = followed.since if followed.since is not None and followed.since > started else None
+        followed.since = started if report.pending_frames else late
+        lag = 0.0 if followed.since is None else time.monotonic() - followed.since
+        metrics.REPLICATE_LAG.labels(org_label(followed.org), followed.service).set(lag)
+
+    async def _retain(self, followed: Followed) -> None:
+        try:
+            deleted = await asyncio.to_thread(
+                apply_retention, self.sink, followed.org, followed.service,
+                followed.log.generation, now=time.time(),
+                wal_seconds=self.options.wal_retention,
+                snapshot_seconds=self.options.snapshot_retention)
+        except SinkError as exc:
+            metrics.REPLICATE_FAILURES.labels("retention").inc()
+            log.warning("replicate_retention_failed", org=org_label(followed.org),
+                        service=followed.service, error=str(exc))
+            return
+        if deleted:
+            log.info("replicate_retention", org=org_label(followed.org),
+                     service=followed.service, deleted=deleted)
+
+    async def _adopt(self, key: Key) -> None:
+        """Follow a file that changed without a store handle (until it goes idle)."""
+        assert self.store is not None
+        org, service = key
+        path = self.store.path_for(org, service)
+        async with self._key_lock(key):  # never two followers (and logs) for one file
+            if key in self._followed or self._stopping or not path.exists():
+                return
+            try:
+                await asyncio.to_thread(self.leases.acquire, org, service)
+            except (LeaseHeld, SinkError, ChainError) as exc:
+                metrics.REPLICATE_FAILURES.labels("lease").inc()
+                log.warning("replicate_adopt_refused", org=org_label(org), service=service,
+                            error=str(exc))
+                return
+            await self._follow(org, service, path, open_=False)
+
+    async def _lose(self, followed: Followed, reason: str) -> None:
+        log.error("replicate_lease_lost", org=org_label(followed.org),
+                  service=followed.service, reason=reason)
+        metrics.REPLICATE_FAILURES.labels("lease").inc()
+        self.leases.forget(followed.org, followed.service)
+        await asyncio.to_thread(followed.log.release)
+        self._forget(followed)
+        if self.store is not None:
+            await self.store.evict(followed.org, followed.service)
+
+    async def _beat(self) -> None:
+        period = max(0.2, self.options.lease_ttl / 3)
+        while True:
+            await asyncio.sleep(period)
+            lapsed = time.time() > self.leases.alive_until
+            try:
+                await asyncio.to_thread(self.leases.heartbeat)
+            except SinkError:
+                metrics.REPLICATE_FAILURES.labels("heartbeat").inc()
+                continue
+            for key in list(self._to_release):
+                if key not in self._followed:
+                    await self._release(key)
+            if lapsed or self._unleased:
+                await self._revalidate()
+
+    async def _revalidate(self) -> None:
+        """After an outage: take deferred leases, and drop files whose lease moved away."""
+        for key in list(self._unleased):
+            try:
+                await asyncio.to_thread(self.leases.acquire, *key)
+                self._unleased.discard(key)
+            except LeaseHeld:
+                self._unleased.discard(key)
+                followed = self._followed.get(key)
+                if followed is not None:
+                    await self._lose(followed, "another replica took the lease during an outage")
+            except (SinkError, ChainError):
+                return
+        for key, followed in list(self._followed.items()):
+            try:
+                held = await asyncio.to_thread(self.leases.still_held, *key)
+            except SinkError:
+                return
+            if not held and key not in self._unleased:
+                await self._lose(followed, "lease expired while the sink was unreachable")
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        for followed in self._followed.values():
+            lag = 0.0 if followed.since is None else now - followed.since
+            metrics.REPLICATE_LAG.labels(org_label(followed.org), followed.service).set(lag)
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def lag(self, org: str, service: str) -> float | None:
+        """Seconds the oldest unshipped change has waited (0 when caught up; None if unknown)."""
+        followed = self._followed.get((org, service))
+        if followed is None:
+            return None
+        return 0.0 if followed.since is None else time.monotonic() - followed.since
+

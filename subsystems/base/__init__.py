@@ -1,0 +1,39 @@
+"""base: a PocketBase-compatible data API over each org's encrypted SQLite (`base.db`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from hanzocloud.zap.gen.base import BASE_METHODS
+from subsystems.base.client import LocalBase
+from subsystems.base.handlers import Handlers
+from subsystems.base.pberrors import PocketBaseErrors
+from subsystems.base.realtime import Broker
+from subsystems.base.routes import routes
+from subsystems.base.store import BaseStore
+
+
+def mount(app: Any, deps: Any) -> None:
+    """Install base: routes, PocketBase-shaped errors, realtime, and the `base` client."""
+    store = BaseStore(deps.tenants)
+    broker = Broker(store)
+    app.routes(routes(Handlers(store, broker)))
+    app.middleware(PocketBaseErrors)
+    client = LocalBase(store, deps.tenants)
+    app.provide(client)
+    app.zap_service(BASE_METHODS, client)
+
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        delivery = asyncio.create_task(broker.run())
+        try:
+            yield
+        finally:
+            broker.close()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(delivery, 5)
+
+    app.lifespan(lifespan)

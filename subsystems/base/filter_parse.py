@@ -1,0 +1,175 @@
+"""PocketBase's filter language, parsed by a LALR grammar (lark) into a small immutable AST.
+
+    expr       := or
+    or         := and ("||" and)*
+    and        := unary ("&&" unary)*
+    unary      := "(" expr ")" | operand OP operand
+    operand    := STRING | NUMBER | IDENT            (null, true, false are IDENTs here)
+    OP         := = != > >= < <= ~ !~  and each of them prefixed by ? (any-of)
+    IDENT      := [@]name(.name)*[:modifier]          e.g. author.name, @request.auth.id
+
+Strings are single- or double-quoted with backslash escapes; `//` starts a comment. The AST is
+only data: `filter_sql.py` turns it into SQLAlchemy expressions with bound parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import LarkError, VisitError
+
+from hanzocloud.errors import InvalidArgument
+
+MAX_FILTER = 3500
+MAX_TERMS = 200
+MAX_DEPTH = 32
+
+GRAMMAR = r"""
+?start: or_expr
+?or_expr: and_expr ("||" and_expr)*
+?and_expr: atom ("&&" atom)*
+?atom: "(" or_expr ")"
+     | operand OP operand -> comparison
+?operand: STRING -> string
+        | NUMBER -> number
+        | IDENT -> ident
+OP: "?!~" | "?!=" | "?>=" | "?<=" | "?=" | "?>" | "?<" | "?~"
+  | "!=" | ">=" | "<=" | "!~" | "=" | ">" | "<" | "~"
+IDENT: /@?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*(:[A-Za-z]+)?/
+STRING: /'(?:[^'\\]|\\.)*'/s | /"(?:[^"\\]|\\.)*"/s
+NUMBER: /-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?/
+COMMENT: /\/\/[^\n]*/
+%import common.WS
+%ignore WS
+%ignore COMMENT
+"""
+
+_PARSER = Lark(GRAMMAR, parser="lalr", maybe_placeholders=False)
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+MODIFIERS = ("lower", "length", "isset")
+
+
+@dataclass(frozen=True, slots=True)
+class Lit:
+    """A literal: str, int, float, bool or None."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Ident:
+    """A field path (`author.name`) or macro (`@request.auth.id`, `@now`), with a modifier."""
+
+    path: tuple[str, ...]
+    modifier: str = ""
+
+    @property
+    def text(self) -> str:
+        return ".".join(self.path) + (f":{self.modifier}" if self.modifier else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Cmp:
+    """`left op right`; `any_of` is the `?` prefix."""
+
+    left: Lit | Ident
+    op: str
+    right: Lit | Ident
+    any_of: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """`&&` (kind "and") or `||` (kind "or") over two or more children."""
+
+    kind: str
+    items: tuple[Node, ...]
+
+
+Node = Cmp | Group
+
+
+class _ToAst(Transformer[Token, Any]):
+    @v_args(inline=True)
+    def string(self, token: Token) -> Lit:
+        return Lit(_ESCAPE.sub(r"\1", str(token)[1:-1]))
+
+    @v_args(inline=True)
+    def number(self, token: Token) -> Lit:
+        text = str(token)
+        if re.fullmatch(r"-?\d+", text) and abs(int(text)) < 2**63:
+            return Lit(int(text))  # larger integers become floats: SQLite has 64-bit ints
+        value = float(text)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidArgument(f"invalid number {text[:40]} in filter")
+        return Lit(value)
+
+    @v_args(inline=True)
+    def ident(self, token: Token) -> Lit | Ident:
+        text = str(token)
+        if text in ("null", "true", "false"):
+            return Lit({"null": None, "true": True, "false": False}[text])
+        name, _, modifier = text.partition(":")
+        if modifier and modifier not in MODIFIERS:
+            raise InvalidArgument(f"unknown modifier ':{modifier}' in filter")
+        return Ident(tuple(name.split(".")), modifier)
+
+    @v_args(inline=True)
+    def comparison(self, left: Any, op: Token, right: Any) -> Cmp:
+        text = str(op)
+        return Cmp(left, text.lstrip("?"), right, any_of=text.startswith("?"))
+
+    def or_expr(self, items: list[Node]) -> Group:
+        return Group("or", tuple(items))
+
+    def and_expr(self, items: list[Node]) -> Group:
+        return Group("and", tuple(items))
+
+
+def _measure(node: Node, depth: int = 0) -> int:
+    if depth > MAX_DEPTH:
+        raise InvalidArgument(f"filter nests deeper than {MAX_DEPTH} levels")
+    if isinstance(node, Cmp):
+        return 1
+    return sum(_measure(child, depth + 1) for child in node.items)
+
+
+@functools.lru_cache(maxsize=2048)
+def parse_filter(text: str) -> Node | None:
+    """Parse a filter (or rule) string; None for an empty one; 400 for anything invalid."""
+    if not isinstance(text, str):
+        raise InvalidArgument("filter must be a string")
+    if len(text) > MAX_FILTER:
+        raise InvalidArgument(f"filter is longer than {MAX_FILTER} characters")
+    if not text.strip():
+        return None
+    try:
+        node = _ToAst().transform(_PARSER.parse(text))
+    except VisitError as exc:  # raised by a transformer callback (e.g. an unknown modifier)
+        if isinstance(exc.orig_exc, InvalidArgument):
+            raise exc.orig_exc from None
+        raise InvalidArgument("invalid filter", details={"filter": text[:200]}) from None
+    except LarkError as exc:
+        raise InvalidArgument(f"invalid filter: {_describe(exc)}",
+                              details={"filter": text[:200]}) from None
+    if _measure(node) > MAX_TERMS:
+        raise InvalidArgument(f"filter has more than {MAX_TERMS} comparisons")
+    return node  # type: ignore[no-any-return]
+
+
+def _describe(exc: LarkError) -> str:
+    column = getattr(exc, "column", None)
+    where = f" at column {column}" if isinstance(column, int) and column > 0 else ""
+    token = getattr(exc, "token", None)
+    if token is not None and getattr(token, "type", "") == "$END":
+        return "unexpected end of expression"
+    if token is not None:
+        return f"unexpected {str(token)[:40]!r}{where}"
+    char = getattr(exc, "char", None)
+    if char is not None:
+        return f"unexpected character {char!r}{where}"
+    return "syntax error" + where

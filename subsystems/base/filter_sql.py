@@ -1,0 +1,293 @@
+"""Compile a parsed filter into a SQLAlchemy boolean expression over a collection's table.
+
+Every identifier is resolved against the collection schema (unknown field: 400) and every
+literal becomes a bound parameter, so user text never becomes SQL. Paths traverse relations
+(`author.org.name`) with correlated EXISTS subqueries; multi-valued fields and relations are
+read with `json_each`. A plain operator on a multi-valued operand means "every value
+matches", the `?` form means "at least one value matches" (PocketBase's semantics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from typing import Any
+
+import sqlalchemy as sa
+
+from hanzocloud.errors import InvalidArgument
+from subsystems.base.collections import Collection, Schema
+from subsystems.base.fields import Field
+from subsystems.base.filter_parse import Cmp, Group, Ident, Lit, Node, parse_filter
+from subsystems.base.util import format_time
+
+Expr = Any  # a SQLAlchemy ColumnElement
+Inner = Callable[["Value"], Expr]
+MAX_HOPS = 6
+AUTH_KEYS = ("id", "email", "org", "roles", "isAdmin", "collectionName")
+
+
+@dataclass(frozen=True, slots=True)
+class RuleContext:
+    """What `@request.*` means for one evaluation: the caller and, for writes, the body."""
+
+    auth: dict[str, Any]
+    is_admin: bool = False
+    body: dict[str, Any] | None = None
+    method: str = "GET"
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """One side of a comparison: its SQL expression and, for literals, the Python value."""
+
+    sql: Expr
+    const: bool = False
+    py: Any = None
+    ftype: str = ""
+
+
+class _Resolved:
+    """An operand: how to wrap a condition on its value(s) into a boolean expression."""
+
+    def __init__(self, wrap: Callable[[Inner, bool], Expr], multi: bool) -> None:
+        self.wrap = wrap
+        self.multi = multi
+
+
+def _const(value: Any) -> _Resolved:
+    values = value if isinstance(value, list) else [value]
+
+    def wrap(inner: Inner, every: bool) -> Expr:
+        parts = [inner(Value(sa.literal(v), const=True, py=v)) for v in values]
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return sa.true() if every else sa.false()
+        return sa.and_(*parts) if every else sa.or_(*parts)
+
+    return _Resolved(wrap, isinstance(value, list))
+
+
+def _now_macros() -> dict[str, str]:
+    now = datetime.now(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    next_month = (month + timedelta(days=32)).replace(day=1)
+    year = month.replace(month=1)
+    return {
+        "@now": format_time(now), "@todayStart": format_time(day),
+        "@todayEnd": format_time(day + timedelta(days=1, microseconds=-1000)),
+        "@monthStart": format_time(month),
+        "@monthEnd": format_time(next_month - timedelta(microseconds=1000)),
+        "@yearStart": format_time(year),
+        "@yearEnd": format_time(year.replace(year=year.year + 1) - timedelta(microseconds=1000)),
+    }
+
+
+_NUMERIC_MACROS = {"@second": "second", "@minute": "minute", "@hour": "hour", "@day": "day",
+                   "@month": "month", "@year": "year"}
+
+
+class Compiler:
+    """Compiles filters for one collection under one RuleContext."""
+
+    def __init__(self, schema: Schema, collection: Collection, ctx: RuleContext,
+                 table: Any | None = None) -> None:
+        self.schema = schema
+        self.collection = collection
+        self.ctx = ctx
+        self.table = table if table is not None else schema.table(collection)
+        self._names = count()
+
+    def compile(self, text: str | None) -> Expr | None:
+        """The boolean expression of `text`; None for an empty filter."""
+        node = parse_filter(text or "")
+        return None if node is None else self.node(node)
+
+    def node(self, node: Node) -> Expr:
+        if isinstance(node, Group):
+            parts = [self.node(child) for child in node.items]
+            return sa.and_(*parts) if node.kind == "and" else sa.or_(*parts)
+        return self._cmp(node)
+
+    def _cmp(self, node: Cmp) -> Expr:
+        left, right = self._operand(node.left), self._operand(node.right)
+        every = not node.any_of
+        return left.wrap(lambda lv: right.wrap(lambda rv: _compare(lv, node.op, rv), every),
+                         every)
+
+    # -- operands ---------------------------------------------------------------------------
+
+    def _operand(self, item: Lit | Ident) -> _Resolved:
+        if isinstance(item, Lit):
+            return _const(item.value)
+        if item.path[0].startswith("@"):
+            return self._macro(item)
+        return self._path(self.collection, self.table, item.path, item.modifier, 0)
+
+    def _macro(self, item: Ident) -> _Resolved:
+        head, rest = item.path[0], item.path[1:]
+        body_isset = item.modifier == "isset" and rest[:1] == ("body",)
+        if item.modifier not in ("", "lower") and not body_isset:
+            raise InvalidArgument(f"modifier ':{item.modifier}' is not supported on {item.text}")
+        if head == "@request" and len(rest) == 2 and rest[0] == "auth":
+            if rest[1] not in AUTH_KEYS:
+                raise InvalidArgument(f"unknown field {item.text}; @request.auth has "
+                                      f"{', '.join(AUTH_KEYS)}")
+            return _const(_lowered(self.ctx.auth.get(rest[1], ""), item.modifier))
+        if head == "@request" and len(rest) >= 2 and rest[0] == "body":
+            body = self.ctx.body or {}
+            if item.modifier == "isset":
+                return _const(rest[1] in body and len(rest) == 2)
+            value: Any = body
+            for key in rest[1:]:
+                value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, dict) or (isinstance(value, list) and any(
+                    isinstance(v, dict | list) for v in value)):
+                value = None
+            return _const(_lowered(value, item.modifier))
+        if head == "@request" and rest == ("method",):
+            return _const(self.ctx.method)
+        if not rest:
+            macros = _now_macros()
+            if head in macros:
+                return _const(macros[head])
+            if head == "@weekday":
+                return _const(datetime.now(UTC).isoweekday() % 7)
+            if head in _NUMERIC_MACROS:
+                return _const(getattr(datetime.now(UTC), _NUMERIC_MACROS[head]))
+        raise InvalidArgument(f"unknown or unsupported identifier {item.text} in filter")
+
+    def _alias(self, collection: Collection) -> Any:
+        return self.schema.table(collection).alias(f"t{next(self._names)}")
+
+    def _path(self, coll: Collection, table: Any, path: tuple[str, ...], modifier: str,
+              hops: int) -> _Resolved:
+        name, rest = path[0], path[1:]
+        f = coll.field(name)
+        if name in ("id", "created", "updated"):
+            ftype = "date" if name != "id" else "text"
+            if rest:
+                raise InvalidArgument(f"'{name}' has no sub-fields")
+            return self._column(table.c[name], ftype, modifier)
+        if f is None:
+            raise InvalidArgument(f"unknown field '{name}' in collection '{coll.name}'")
+        if f.hidden and not self.ctx.is_admin:
+            raise InvalidArgument(f"field '{name}' is hidden and cannot be filtered")
+        col = table.c[f.name]
+        if f.type == "json" and rest:
+            json_path = "$" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in rest)
+            return self._column(sa.func.json_extract(col, json_path), "json", modifier)
+        if f.type == "relation" and rest:
+            if hops >= MAX_HOPS:
+                raise InvalidArgument(f"relation paths are limited to {MAX_HOPS} hops")
+            return self._hop(f, col, rest, modifier, hops)
+        if rest:
+            raise InvalidArgument(f"field '{name}' ({f.type}) has no sub-fields")
+        if f.multi:
+            if modifier == "length":
+                return self._column(sa.func.json_array_length(col), "number", "")
+            return self._each(col, f, modifier)
+        return self._column(col, f.type, modifier)
+
+    def _column(self, col: Expr, ftype: str, modifier: str) -> _Resolved:
+        if modifier == "lower":
+            col = sa.func.lower(col)
+        elif modifier == "length":
+            col, ftype = sa.func.length(col), "number"
+        elif modifier:
+            raise InvalidArgument(f"modifier ':{modifier}' is not supported on fields")
+        value = Value(col, ftype=ftype)
+        return _Resolved(lambda inner, every: inner(value), False)
+
+    def _each(self, col: Expr, f: Field, modifier: str) -> _Resolved:
+        if modifier and modifier != "lower":
+            raise InvalidArgument(f"modifier ':{modifier}' is not supported on '{f.name}'")
+
+        def wrap(inner: Inner, every: bool) -> Expr:
+            each = sa.func.json_each(col).table_valued("value").alias(f"j{next(self._names)}")
+            item = sa.func.lower(each.c.value) if modifier == "lower" else each.c.value
+            cond = inner(Value(item, ftype=f.type))
+            if every:
+                return ~sa.exists(sa.select(1).select_from(each)
+                                  .where(sa.not_(sa.func.coalesce(cond, False))))
+            return sa.exists(sa.select(1).select_from(each).where(cond))
+
+        return _Resolved(wrap, True)
+
+    def _hop(self, f: Field, col: Expr, rest: tuple[str, ...], modifier: str,
+             hops: int) -> _Resolved:
+        target = self.schema.by_id[f.target]
+        # Resolve once so unknown names fail now, even if the operand is never used.
+        self._path(target, self.schema.table(target), rest, modifier, hops + 1)
+
+        def wrap(inner: Inner, every: bool) -> Expr:
+            alias = self._alias(target)
+            nested = self._path(target, alias, rest, modifier, hops + 1)
+            cond = nested.wrap(inner, every)
+            if not f.multi:
+                return sa.exists(sa.select(1).select_from(alias)
+                                 .where(alias.c.id == col, cond))
+            each = sa.func.json_each(col).table_valued("value").alias(f"j{next(self._names)}")
+            joined = each.join(alias, alias.c.id == each.c.value)
+            if every:
+                return ~sa.exists(sa.select(1).select_from(joined)
+                                  .where(sa.not_(sa.func.coalesce(cond, False))))
+            return sa.exists(sa.select(1).select_from(joined).where(cond))
+
+        return _Resolved(wrap, True)
+
+
+def _lowered(value: Any, modifier: str) -> Any:
+    if modifier != "lower":
+        return value
+    if isinstance(value, list):
+        return [v.lower() if isinstance(v, str) else v for v in value]
+    return value.lower() if isinstance(value, str) else value
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _is_null(v: Value) -> Expr:
+    if v.const:
+        return sa.literal(v.py is None or v.py == "")
+    if v.ftype in ("number", "bool"):
+        return v.sql.is_(None)
+    return sa.or_(v.sql.is_(None), v.sql == "")
+
+
+def _compare(left: Value, op: str, right: Value) -> Expr:
+    if op in ("=", "!="):
+        if left.const and left.py is None:
+            left, right = right, left
+        if right.const and right.py is None:
+            expr = _is_null(left)
+            return expr if op == "=" else ~expr
+        expr = left.sql == right.sql
+        if op == "=":
+            return expr
+        # `!=` treats NULL as a value, so an empty field differs from "x" (PocketBase does).
+        return left.sql.is_not(right.sql)
+    if op in ("~", "!~"):
+        if right.const:
+            text = "" if right.py is None else str(right.py)
+            pattern = sa.literal(text if "%" in text else f"%{_escape_like(text)}%")
+        else:
+            pattern = sa.literal("%") + right.sql + sa.literal("%")
+        expr = left.sql.like(pattern, escape="\\")
+        return expr if op == "~" else sa.not_(sa.func.coalesce(expr, False))
+    if (left.const and left.py is None) or (right.const and right.py is None):
+        return sa.false()
+    return {">": left.sql > right.sql, ">=": left.sql >= right.sql,
+            "<": left.sql < right.sql, "<=": left.sql <= right.sql}[op]
+
+
+def compile_filter(schema: Schema, collection: Collection, ctx: RuleContext,
+                   text: str | None, *, table: Any | None = None) -> Expr | None:
+    """Compile `text` for `collection` under `ctx`; None when the filter is empty."""
+    return Compiler(schema, collection, ctx, table).compile(text)

@@ -1,0 +1,276 @@
+"""PocketBase's realtime protocol over Server-Sent Events, per org.
+
+`GET /api/realtime` opens a stream and sends `PB_CONNECT` (the SSE `id` and the data's
+`clientId` carry the client id). `POST /api/realtime {clientId, subscriptions}` replaces the
+client's subscriptions; topics are `collection/*`, `collection/<recordId>`, `collection` or
+`*`, optionally followed by `?options={"query": {"filter", "expand", "fields"}}` as the SDK
+sends them. Events are `{action, record}`, named by the subscription topic as sent.
+
+The SDK's EventSource cannot send an Authorization header, so the stream may be opened
+anonymously; the first authenticated POST binds the client to that identity (and so to its
+org), and any later POST from another identity is refused. A client receives only events of
+its own org that its identity may view (the collection's view rule, checked per identity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import parse_qs
+
+import msgspec
+import sqlalchemy as sa
+import structlog
+
+from hanzocloud.errors import InvalidArgument, NotFound, PermissionDenied
+from hanzocloud.identity import Identity
+from subsystems.base.collections import Collection
+from subsystems.base.expand import expand_records
+from subsystems.base.filter_sql import compile_filter
+from subsystems.base.query import Tree, parse_fields, parse_tree, pick
+from subsystems.base.records import rule_filter
+from subsystems.base.store import BaseStore, Event, Tx, is_admin
+
+log = structlog.get_logger("hanzocloud.base.realtime")
+MAX_CLIENTS = 10_000
+MAX_TOPICS = 1000
+PING_SECONDS = 25.0
+UNBOUND_SECONDS = 60.0  # an anonymous stream must be claimed by a subscription this soon
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """One parsed subscription."""
+
+    key: str  # as the client sent it: the SSE event name
+    collection: str  # name or id, "*" for every collection
+    record_id: str  # "" or "*" for the whole collection
+    filter: str = ""
+    expand: Tree = field(default_factory=dict)
+    fields: Tree | None = None
+
+    def matches(self, coll: Collection, record_id: str) -> bool:
+        if self.collection != "*" and self.collection not in (coll.name, coll.id):
+            return False
+        return self.record_id in ("", "*") or self.record_id == record_id
+
+
+def parse_topic(key: Any) -> Topic:
+    """Parse `collection/record?options=…`; 400 when malformed."""
+    if not isinstance(key, str) or not key or len(key) > 2500:
+        raise InvalidArgument("each subscription must be a non-empty string")
+    base, _, qs = key.partition("?")
+    collection, _, record_id = base.partition("/")
+    options: dict[str, Any] = {}
+    if qs:
+        raw = parse_qs(qs).get("options", [""])[0]
+        try:
+            decoded = msgspec.json.decode(raw) if raw else {}
+        except msgspec.DecodeError:
+            raise InvalidArgument(f"subscription {key[:100]!r}: options is not JSON") from None
+        query = decoded.get("query") if isinstance(decoded, dict) else None
+        options = query if isinstance(query, dict) else {}
+    text = options.get("filter") or ""
+    return Topic(key, collection, record_id, filter=text if isinstance(text, str) else "",
+                 expand=parse_tree(str(options.get("expand") or ""), what="expand"),
+                 fields=parse_fields(str(options.get("fields") or "") or None))
+
+
+@dataclass(eq=False)
+class Client:
+    """One open SSE stream."""
+
+    id: str
+    queue: asyncio.Queue[bytes | None]
+    identity: Identity | None = None
+    topics: list[Topic] = field(default_factory=list)
+    opened: float = field(default_factory=time.monotonic)
+
+
+def _frame(client_id: str, event: str, data: Any) -> bytes:
+    body = msgspec.json.encode(data).decode()
+    return f"id:{client_id}\nevent:{event}\ndata:{body}\n\n".encode()
+
+
+def _key(identity: Identity) -> Identity:
+    return replace(identity, request_id="")
+
+
+class Broker:
+    """Realtime clients of this process, indexed by org, and the delivery of record events."""
+
+    def __init__(self, store: BaseStore) -> None:
+        self.store = store
+        self.clients: dict[str, Client] = {}
+        self.by_org: dict[str, set[Client]] = {}
+        self._pending: asyncio.Queue[tuple[str, list[Event]] | None] = asyncio.Queue()
+        store.on_commit.append(self.publish)
+        store.viewers = self.viewers
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def connect(self, identity: Identity) -> Client:
+        """Register a new stream (bound now if the request was authenticated)."""
+        if len(self.clients) >= MAX_CLIENTS:
+            raise InvalidArgument("too many realtime clients on this server; retry later")
+        client = Client(secrets.token_urlsafe(30), asyncio.Queue(maxsize=1000))
+        self.clients[client.id] = client
+        if identity.org:
+            self._bind(client, identity)
+        return client
+
+    def _bind(self, client: Client, identity: Identity) -> None:
+        client.identity = _key(identity)
+        self.by_org.setdefault(identity.org, set()).add(client)
+
+    def disconnect(self, client: Client) -> None:
+        """Forget a stream that ended."""
+        self.clients.pop(client.id, None)
+        if client.identity is not None:
+            group = self.by_org.get(client.identity.org)
+            if group is not None:
+                group.discard(client)
+                if not group:
+                    del self.by_org[client.identity.org]
+
+    def subscribe(self, identity: Identity, client_id: Any, topics: Any) -> None:
+        """Replace a client's subscriptions; only its own identity may do so."""
+        client = self.clients.get(client_id) if isinstance(client_id, str) else None
+        if client is None:
+            raise NotFound("Missing or invalid client id.")
+        if not isinstance(topics, list) or len(topics) > MAX_TOPICS:
+            raise InvalidArgument(f"subscriptions must be a list of at most {MAX_TOPICS} topics")
+        parsed = [parse_topic(t) for t in topics]
+        if client.identity is None:
+            self._bind(client, identity)
+        elif client.identity != _key(identity):
+            raise PermissionDenied("The current and the previous request authorization "
+                                   "don't match.")
+        client.topics = parsed
+
+    async def stream(self, client: Client) -> AsyncIterator[bytes]:
+        """The SSE body of one client: PB_CONNECT, then events and keep-alive comments."""
+        try:
+            yield _frame(client.id, "PB_CONNECT", {"clientId": client.id})
+            while True:
+                try:
+                    item = await asyncio.wait_for(client.queue.get(), PING_SECONDS)
+                except TimeoutError:
+                    if client.identity is None and \
+                            time.monotonic() - client.opened > UNBOUND_SECONDS:
+                        return  # nobody claimed this stream: free the slot
+                    yield b": ping\n\n"
+                    continue
+                if item is None:
+                    return
+                yield item
+        finally:
+            self.disconnect(client)
+
+    def close(self) -> None:
+        """End every stream (at shutdown, so the listeners can drain)."""
+        for client in list(self.clients.values()):
+            with contextlib.suppress(asyncio.QueueFull):
+                client.queue.put_nowait(None)
+        self._pending.put_nowait(None)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _targets(self, org: str, coll: Collection, record_id: str) -> list[Client]:
+        return [c for c in self.by_org.get(org, ())
+                if any(t.matches(coll, record_id) for t in c.topics)]
+
+    def viewers(self, tx: Tx, coll: Collection, record: dict[str, Any]) -> frozenset[Any]:
+        """Identities subscribed to `record` that may view it (asked inside the delete tx)."""
+        allowed = set()
+        identities = {c.identity for c in self._targets(tx.org, coll, record["id"])}
+        for identity in identities:
+            if identity is not None and self._visible(tx, identity, coll, record["id"], ""):
+                allowed.add(identity)
+        return frozenset(allowed)
+
+    def publish(self, org: str, events: list[Event]) -> None:
+        """Called after a write commits: queue its events if anyone of the org listens."""
+        if self.by_org.get(org):
+            self._pending.put_nowait((org, events))
+
+    async def run(self) -> None:
+        """Deliver queued events in commit order until closed."""
+        while True:
+            item = await self._pending.get()
+            if item is None:
+                return
+            try:
+                await self._deliver(*item)
+            except Exception:  # noqa: BLE001 - one bad event must not stop delivery
+                log.exception("realtime_delivery_failed", org=item[0])
+
+    async def _deliver(self, org: str, events: list[Event]) -> None:
+        per_identity: dict[Identity, list[Client]] = {}
+        for event in events:
+            for client in self._targets(org, event.collection, event.record["id"]):
+                if client.identity is not None:
+                    per_identity.setdefault(client.identity, []).append(client)
+        for identity, clients in per_identity.items():
+            frames = await self.store.read(org, identity, functools.partial(
+                self._frames, identity=identity, clients=clients, events=events))
+            for client, frame in frames:
+                with contextlib.suppress(asyncio.QueueFull):
+                    client.queue.put_nowait(frame)
+
+    def _frames(self, tx: Tx, *, identity: Identity, clients: list[Client],
+                events: list[Event]) -> list[tuple[Client, bytes]]:
+        out = []
+        for event in events:
+            coll = tx.schema.by_id.get(event.collection.id, event.collection)
+            rid = event.record["id"]
+            for client in dict.fromkeys(clients):
+                for topic in client.topics:
+                    if not topic.matches(coll, rid):
+                        continue
+                    if event.action == "delete":
+                        if event.allowed is None or identity not in event.allowed:
+                            continue
+                    elif not self._visible(tx, identity, coll, rid, topic.filter):
+                        continue
+                    record = self._payload(tx, coll, event.record, topic)
+                    out.append((client, _frame(client.id, topic.key,
+                                               {"action": event.action, "record": record})))
+        return out
+
+    def _visible(self, tx: Tx, identity: Identity, coll: Collection, record_id: str,
+                 extra: str) -> bool:
+        if coll.id not in tx.schema.tables:
+            return False
+        view = Tx(tx.conn, tx.org, identity, tx.schema)
+        try:
+            cond = rule_filter(view, coll, "viewRule")
+            more = compile_filter(tx.schema, coll, view.ctx(), extra) if extra else None
+        except (PermissionDenied, InvalidArgument):
+            return False
+        if cond is None and more is None:
+            return True
+        table = tx.schema.table(coll)
+        query = sa.select(1).select_from(table).where(table.c.id == record_id)
+        for c in (cond, more):
+            if c is not None:
+                query = query.where(c)
+        return tx.conn.execute(query).first() is not None
+
+    def _payload(self, tx: Tx, coll: Collection, record: dict[str, Any],
+                 topic: Topic) -> dict[str, Any]:
+        identity = tx.identity
+        data = dict(record)
+        if not is_admin(identity):
+            for f in coll.fields:
+                if f.hidden:
+                    data.pop(f.name, None)
+        if topic.expand:
+            expand_records(tx, coll, [data], topic.expand)
+        return pick(data, topic.fields)  # type: ignore[no-any-return]

@@ -1,0 +1,284 @@
+"""The record service: list, view, create, update and delete, with API rules applied.
+
+Everything here is synchronous code on one `Tx` (run inside `TenantStore.run_sync`), so a
+batch can call several operations in one transaction. Rules: `None` lets only admins through
+(403 for others), `""` lets any member of the org through, anything else is a filter that the
+record must match (list: rows are filtered; view/update/delete: 404; create: 400).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+
+from hanzocloud.errors import InvalidArgument, NotFound, PermissionDenied
+from subsystems.base.collections import Collection
+from subsystems.base.expand import expand_records
+from subsystems.base.fields import Field, FieldError
+from subsystems.base.filter_sql import compile_filter
+from subsystems.base.query import ListParams, Tree, order_by, pick
+from subsystems.base.store import INTEGRITY_ERRORS, Event, Tx, unique_violation
+from subsystems.base.util import new_id, now_text, valid_id
+
+
+def present(tx: Tx, coll: Collection, row: Any) -> dict[str, Any]:
+    """A table row as PocketBase's record JSON (hidden fields only for admins)."""
+    data = row._mapping
+    out: dict[str, Any] = {"collectionId": coll.id, "collectionName": coll.name,
+                           "id": data["id"], "created": data["created"],
+                           "updated": data["updated"]}
+    for f in coll.fields:
+        if f.hidden and not tx.admin:
+            continue
+        out[f.name] = f.present(data[f.name])
+    return out
+
+
+def rule_filter(tx: Tx, coll: Collection, kind: str, *, body: dict[str, Any] | None = None,
+                method: str = "GET", table: Any | None = None) -> Any | None:
+    """The extra WHERE of `kind` for the caller; None if unrestricted; 403 if admins only."""
+    if tx.admin:
+        return None
+    rule = coll.rule(kind)
+    if rule is None:
+        raise PermissionDenied("Only admins can perform this action.")
+    if not rule.strip():
+        return None
+    return compile_filter(tx.schema, coll, tx.ctx(body=body, method=method), rule, table=table)
+
+
+def list_records(tx: Tx, name: str, params: ListParams) -> dict[str, Any]:
+    """One page of records matching the list rule and the filter."""
+    coll = tx.schema.get(name)
+    table = tx.schema.table(coll)
+    conds = [c for c in (rule_filter(tx, coll, "listRule"),
+                         compile_filter(tx.schema, coll, tx.ctx(), params.filter)) if c is not None]
+    # The total rides along as a window count (computed before LIMIT): one query, not two.
+    columns = [table] if params.skip_total else [table, sa.func.count().over().label("_total")]
+    query = sa.select(*columns).where(*conds).order_by(*order_by(coll, table, params.sort))
+    query = query.limit(params.per_page).offset((params.page - 1) * params.per_page)
+    rows = tx.conn.execute(query).all()
+    items = [present(tx, coll, r) for r in rows]
+    if params.expand:
+        expand_records(tx, coll, items, params.expand)
+    if params.skip_total:
+        total, pages = -1, -1
+    else:
+        if rows:
+            total = rows[0]._mapping["_total"]
+        elif params.page == 1:
+            total = 0
+        else:  # a page past the end has no row to carry the total
+            total = tx.conn.execute(sa.select(sa.func.count()).select_from(table)
+                                    .where(*conds)).scalar_one()
+        pages = math.ceil(total / params.per_page)
+    return {"page": params.page, "perPage": params.per_page, "totalItems": total,
+            "totalPages": pages, "items": pick(items, params.fields)}
+
+
+def _fetch(tx: Tx, coll: Collection, record_id: str, kind: str, *,
+           body: dict[str, Any] | None = None, method: str = "GET") -> Any:
+    if not valid_id(record_id):
+        raise NotFound("The requested resource wasn't found.")
+    table = tx.schema.table(coll)
+    cond = rule_filter(tx, coll, kind, body=body, method=method)
+    query = sa.select(table).where(table.c.id == record_id)
+    if cond is not None:
+        query = query.where(cond)
+    row = tx.conn.execute(query).first()
+    if row is None:
+        raise NotFound("The requested resource wasn't found.")
+    return row
+
+
+def view_record(tx: Tx, name: str, record_id: str, *, expand: Tree | None = None,
+                fields: Tree | None = None) -> dict[str, Any]:
+    """One record, if the view rule lets the caller see it."""
+    coll = tx.schema.get(name)
+    record = present(tx, coll, _fetch(tx, coll, record_id, "viewRule"))
+    if expand:
+        expand_records(tx, coll, [record], expand)
+    return pick(record, fields)  # type: ignore[no-any-return]
+
+
+def _as_number(value: Any) -> float:
+    """A modifier operand as a number (None counts as 0); the field check follows."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise FieldError("validation_invalid_number", "Must be a number.")
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        raise FieldError("validation_invalid_number", "Must be a number.") from None
+
+
+def _apply_modifiers(f: Field, body: dict[str, Any], current: Any) -> tuple[bool, Any]:
+    """PocketBase's `field+`, `+field`, `field-` body keys (append, prepend, remove/subtract)."""
+    present_now, value = f.name in body, body.get(f.name)
+    for key, mode in ((f"+{f.name}", "prepend"), (f"{f.name}+", "append"),
+                      (f"{f.name}-", "remove")):
+        if key not in body:
+            continue
+        arg = body[key]
+        base = value if present_now else current
+        if f.type == "number":
+            delta = _as_number(arg)
+            value = _as_number(base) + (-delta if mode == "remove" else delta)
+        elif f.multi:
+            if base is not None and not isinstance(base, list | str):
+                raise FieldError("validation_invalid_value", "Must be a list.")
+            items = base if isinstance(base, list) else [base] if base else []
+            extra = arg if isinstance(arg, list) else [arg]
+            if mode == "remove":
+                value = [v for v in items if v not in extra]
+            else:
+                value = extra + items if mode == "prepend" else items + extra
+        else:
+            raise FieldError("validation_invalid_modifier",
+                             f"'{key}' is not supported on {f.type} fields")
+        present_now = True
+    return present_now, value
+
+
+def _values(tx: Tx, coll: Collection, body: dict[str, Any],
+            current: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate the body into stored column values (all fields on create, given on update)."""
+    values: dict[str, Any] = {}
+    errors: dict[str, Any] = {}
+    now = now_text()
+    for f in coll.fields:
+        try:
+            if f.type == "autodate":
+                if (current is None and f.options.get("onCreate")) or f.options.get("onUpdate"):
+                    values[f.name] = now
+                continue
+            given, value = _apply_modifiers(f, body, current.get(f.name) if current else None)
+            if f.hidden and not tx.admin and given:
+                raise FieldError("validation_hidden_field", "This field is hidden.")
+            if given or current is None:
+                values[f.name] = f.normalize(value)
+                if f.type == "relation":
+                    _check_relation(tx, f, values[f.name])
+        except FieldError as exc:
+            errors[f.name] = {"code": exc.code, "message": exc.message}
+    if errors:
+        raise InvalidArgument("Failed to save record: " + ", ".join(
+            f"{k}: {v['message']}" for k, v in errors.items()), details={"fields": errors})
+    return values
+
+
+def _check_relation(tx: Tx, f: Field, stored: str) -> None:
+    ids = _ids(f, stored)
+    if not ids:
+        return
+    target = tx.schema.by_id[f.target]
+    table = tx.schema.table(target)
+    found = tx.conn.execute(sa.select(sa.func.count()).select_from(table)
+                            .where(table.c.id.in_(ids))).scalar_one()
+    if found != len(ids):
+        raise FieldError("validation_missing_rel_records",
+                         "Failed to find all relation records with the provided ids.")
+
+
+def _ids(f: Field, stored: str) -> list[str]:
+    if f.multi:
+        return list(msgspec.json.decode(stored)) if stored else []
+    return [stored] if stored else []
+
+
+def _save(tx: Tx, statement: Any) -> None:
+    try:
+        tx.conn.execute(statement)
+    except INTEGRITY_ERRORS as exc:
+        raise unique_violation(tx.schema, str(exc)) from None
+
+
+def _body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidArgument("the record must be a JSON object")
+    return body
+
+
+def create_record(tx: Tx, name: str, body: Any) -> dict[str, Any]:
+    """Insert a record, then check the create rule against it (rolled back if it fails)."""
+    body = _body(body)
+    coll = tx.schema.get(name)
+    if not tx.admin and coll.rule("createRule") is None:
+        raise PermissionDenied("Only admins can perform this action.")
+    record_id = body.get("id") or new_id()
+    if not valid_id(record_id):
+        raise InvalidArgument("id must be 15 characters of a-z and 0-9",
+                              details={"fields": {"id": {"code": "validation_invalid_id",
+                                                         "message": "Invalid id."}}})
+    values = _values(tx, coll, body, None)
+    now = now_text()
+    table = tx.schema.table(coll)
+    _save(tx, table.insert().values(id=record_id, created=now, updated=now, **values))
+    cond = rule_filter(tx, coll, "createRule", body=body, method="POST")
+    row = tx.conn.execute(sa.select(table).where(table.c.id == record_id)).one()
+    if cond is not None and tx.conn.execute(
+            sa.select(1).select_from(table).where(table.c.id == record_id, cond)).first() is None:
+        raise InvalidArgument("Failed to create record: the create rule does not allow it.")
+    record = present(tx, coll, row)
+    tx.events.append(Event("create", coll, record))
+    return record
+
+
+def update_record(tx: Tx, name: str, record_id: str, body: Any) -> dict[str, Any]:
+    """Update the given fields of a record the update rule lets the caller change."""
+    body = _body(body)
+    coll = tx.schema.get(name)
+    row = _fetch(tx, coll, record_id, "updateRule", body=body, method="PATCH")
+    current = {f.name: f.present(row._mapping[f.name]) for f in coll.fields}
+    values = _values(tx, coll, body, current)
+    table = tx.schema.table(coll)
+    _save(tx, table.update().where(table.c.id == record_id).values(updated=now_text(), **values))
+    record = present(tx, coll, tx.conn.execute(
+        sa.select(table).where(table.c.id == record_id)).one())
+    tx.events.append(Event("update", coll, record))
+    return record
+
+
+def delete_record(tx: Tx, name: str, record_id: str) -> None:
+    """Delete a record the delete rule allows, cascading to records that require it."""
+    coll = tx.schema.get(name)
+    row = _fetch(tx, coll, record_id, "deleteRule", method="DELETE")
+    _delete(tx, coll, row, depth=0)
+
+
+def _delete(tx: Tx, coll: Collection, row: Any, depth: int) -> None:
+    if depth > 16:
+        raise InvalidArgument("cascade delete is deeper than 16 levels")
+    record = present(tx, coll, row)
+    record_id = record["id"]
+    for other, f in tx.schema.referrers(coll.id):
+        table = tx.schema.table(other)
+        col = table.c[f.name]
+        if f.multi:
+            each = sa.func.json_each(col).table_valued("value")
+            refers = sa.exists(sa.select(1).select_from(each).where(each.c.value == record_id))
+        else:
+            refers = col == record_id
+        for ref in tx.conn.execute(sa.select(table).where(refers)).all():
+            if ref._mapping["id"] == record_id and other.id == coll.id:
+                continue
+            if f.options.get("cascadeDelete"):
+                _delete(tx, other, ref, depth + 1)
+            elif f.required and len(_ids(f, ref._mapping[f.name])) <= 1:
+                raise InvalidArgument(
+                    f"Failed to delete record: it is required by '{other.name}.{f.name}' "
+                    f"of record {ref._mapping['id']}")
+            else:
+                ids = [i for i in _ids(f, ref._mapping[f.name]) if i != record_id]
+                packed = msgspec.json.encode(ids).decode() if f.multi else ""
+                tx.conn.execute(table.update().where(table.c.id == ref._mapping["id"])
+                                .values({f.name: packed, "updated": now_text()}))
+    # Who may see the delete event is decided now, while the record can still be queried.
+    allowed = tx.viewers(tx, coll, record) if tx.viewers is not None else None
+    table = tx.schema.table(coll)
+    tx.conn.execute(table.delete().where(table.c.id == record_id))
+    tx.events.append(Event("delete", coll, record, allowed))

@@ -1,0 +1,175 @@
+"""Transactions on an org's base.db and the in-memory cache of each org's schema.
+
+Every request is one `TenantStore.run_sync` call (one transaction). Writes take a per-org
+asyncio lock and start with `BEGIN IMMEDIATE`: SQLite has one writer per file anyway, and
+queuing writers here (rather than in SQLite's busy handler, inside worker threads) keeps
+100 concurrent writers fair and lossless, and makes DDL transactional (the sqlite3 driver does
+not open a transaction before DDL by itself). Reads share the handle's connection pool.
+
+The schema cache is valid because one process serves each tenant: every schema change goes
+through `write`, which installs the new schema only after its transaction committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+import sqlcipher3
+from sqlalchemy import exc as sa_exc
+
+from hanzocloud.errors import InvalidArgument
+from hanzocloud.identity import Identity
+from hanzocloud.routing import has_role
+from hanzocloud.storage import TenantStore
+from subsystems.base.collections import Collection, Schema, from_store
+from subsystems.base.ddl import ensure_meta, load_collections
+from subsystems.base.filter_sql import RuleContext
+
+SERVICE = "base"
+T = TypeVar("T")
+_UNIQUE = re.compile(r"UNIQUE constraint failed: ([\w.,\s]+)")
+_CACHE_SIZE = 4096
+# The tenant engines run sqlcipher3 connections, whose exception classes SQLAlchemy's aiosqlite
+# adapter does not recognise: they arrive unwrapped, so both families are caught.
+INTEGRITY_ERRORS = (sa_exc.IntegrityError, sqlcipher3.IntegrityError)
+OPERATIONAL_ERRORS = (sa_exc.OperationalError, sqlcipher3.OperationalError)
+
+
+def is_admin(identity: Identity) -> bool:
+    """Admins bypass API rules: platform admins and the org's owners and admins."""
+    return identity.is_admin or bool(has_role(identity, "admin"))
+
+
+def rule_context(identity: Identity, *, body: dict[str, Any] | None = None,
+                 method: str = "GET") -> RuleContext:
+    """The `@request.*` values of one identity."""
+    auth = {"id": identity.user, "email": identity.email, "org": identity.org,
+            "roles": list(identity.roles), "isAdmin": is_admin(identity),
+            "collectionName": "users" if identity.user else ""}
+    return RuleContext(auth=auth, is_admin=is_admin(identity), body=body, method=method)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A record change to announce over realtime once its transaction commits."""
+
+    action: str
+    collection: Collection
+    record: dict[str, Any]
+    allowed: frozenset[tuple[str, str]] | None = None  # delete: who could view it before
+
+
+@dataclass
+class Tx:
+    """One transaction: connection, org, identity, schema, and what to do after commit."""
+
+    conn: sa.Connection
+    org: str
+    identity: Identity
+    schema: Schema
+    events: list[Event] = field(default_factory=list)
+    new_schema: Schema | None = None
+    # Set by realtime: which subscribed identities may view a record (asked before deletes).
+    viewers: Callable[[Tx, Collection, dict[str, Any]], frozenset[tuple[str, str]]] | None = None
+
+    @property
+    def admin(self) -> bool:
+        return is_admin(self.identity)
+
+    def ctx(self, **kw: Any) -> RuleContext:
+        """The rule context of this transaction's caller."""
+        return rule_context(self.identity, **kw)
+
+    def set_schema(self, collections: list[Collection]) -> None:
+        """Replace the schema for the rest of the transaction (and after commit)."""
+        self.schema = Schema(collections)
+        self.new_schema = self.schema
+
+
+class BaseStore:
+    """Runs base transactions for orgs and keeps their schemas cached."""
+
+    def __init__(self, tenants: TenantStore) -> None:
+        self.tenants = tenants
+        self._schemas: OrderedDict[str, Schema] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.on_commit: list[Callable[[str, list[Event]], None]] = []
+        self.viewers: Callable[[Tx, Collection, dict[str, Any]],
+                               frozenset[tuple[str, str]]] | None = None
+
+    def _schema(self, conn: sa.Connection, org: str) -> Schema:
+        schema = self._schemas.get(org)
+        if schema is None:
+            ensure_meta(conn)
+            schema = Schema([from_store(d) for d in load_collections(conn)])
+            self._remember(org, schema)
+        return schema
+
+    def _remember(self, org: str, schema: Schema) -> None:
+        self._schemas[org] = schema
+        self._schemas.move_to_end(org)
+        while len(self._schemas) > _CACHE_SIZE:
+            self._schemas.popitem(last=False)
+
+    async def read(self, org: str, identity: Identity, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in a read transaction of `org`'s base.db."""
+        def run(conn: sa.Connection) -> T:
+            return fn(Tx(conn, org, identity, self._schema(conn, org)))
+
+        try:
+            return await self.tenants.run_sync(org, SERVICE, run)  # type: ignore[no-any-return]
+        except OPERATIONAL_ERRORS as exc:
+            if "no such" not in str(exc):
+                raise
+            # A schema change committed between loading the cached schema and the query.
+            self._schemas.pop(org, None)
+            return await self.tenants.run_sync(org, SERVICE, run)  # type: ignore[no-any-return]
+
+    async def write(self, org: str, identity: Identity, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in one write transaction; publish its events after it commits."""
+        lock = self._locks.setdefault(org, asyncio.Lock())
+        holder: list[Tx] = []
+
+        def run(conn: sa.Connection) -> T:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            tx = Tx(conn, org, identity, self._schema(conn, org), viewers=self.viewers)
+            holder.append(tx)
+            try:
+                return fn(tx)
+            except INTEGRITY_ERRORS as exc:
+                raise unique_violation(tx.schema, str(exc)) from None
+
+        async with lock:
+            try:
+                result = await self.tenants.run_sync(org, SERVICE, run)
+            except BaseException:
+                if holder and holder[0].new_schema is not None:
+                    self._schemas.pop(org, None)
+                raise
+        tx = holder[0]
+        if tx.new_schema is not None:
+            self._remember(org, tx.new_schema)
+        if tx.events:
+            for listener in self.on_commit:
+                listener(org, tx.events)
+        return result  # type: ignore[no-any-return]
+
+
+def unique_violation(schema: Schema, message: str) -> InvalidArgument:
+    """Turn SQLite's unique-constraint message into a PocketBase-style 400."""
+    data: dict[str, Any] = {}
+    m = _UNIQUE.search(message)
+    if m:
+        for item in m.group(1).split(","):
+            table, _, column = item.strip().partition(".")
+            data[column or table] = {"code": "validation_not_unique",
+                                     "message": "Value must be unique."}
+    names = ", ".join(data) or "a unique field"
+    return InvalidArgument(f"Failed to save record: {names} must be unique.",
+                           details={"fields": data} if data else None)

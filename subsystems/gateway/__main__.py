@@ -1,0 +1,3 @@
+from hanzocloud.cli import run_alone
+
+run_alone("gateway")

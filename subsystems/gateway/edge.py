@@ -1,0 +1,239 @@
+"""The edge: on every request, strip client-sent identity headers, verify the credential,
+set the identity, mint the identity headers, rate-limit, and answer CORS.
+
+A present-but-invalid credential is a 401 (never anonymous). Which routes need an identity
+is decided later by each route's declared policy (`hanzocloud.routing.enforce`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hanzocloud.deps import Deps
+from hanzocloud.errors import (
+    CloudError,
+    PermissionDenied,
+    RateLimited,
+    SubsystemUnavailable,
+    Unauthenticated,
+)
+from hanzocloud.http import error_response
+from hanzocloud.identity import Identity, current_identity, current_request_id
+from hanzocloud.zap.gen.iam import Claims
+from subsystems.gateway.cache import TokenCache, Verified
+from subsystems.gateway.config import GatewayConfig
+from subsystems.gateway.cors import ALLOW_METHODS, EXPOSE, MAX_AGE, CorsPolicy
+from subsystems.gateway.ratelimit import RateLimiter, route_class
+from subsystems.gateway.verify import RemoteJwks
+
+# Every header a client could use to claim an identity; stripped from every request.
+STRIP_EXACT = frozenset({b"x-org-id", b"x-tenant-id", b"x-roles", b"x-organization",
+                         b"x-owner"})
+STRIP_PREFIXES = (b"x-user-", b"x-iam-", b"x-hanzo-", b"x-org-")
+
+
+def is_identity_header(name: bytes) -> bool:
+    """Whether a (lower-cased) header name is one only the gateway may set."""
+    return name in STRIP_EXACT or name.startswith(STRIP_PREFIXES)
+
+
+def minted_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
+    """The identity headers handlers (and proxied services) may trust."""
+    def enc(value: str) -> bytes:
+        return value.encode("utf-8").replace(b"\r", b"").replace(b"\n", b"")
+
+    return [(b"x-org-id", enc(identity.org)), (b"x-user-id", enc(identity.user)),
+            (b"x-user-email", enc(identity.email)),
+            (b"x-roles", enc(",".join(identity.roles))),
+            (b"x-user-isadmin", b"true" if identity.is_admin else b"false")]
+
+
+@dataclass
+class GatewayState:
+    """What both listeners' edges share: verifier, cache, rate limiter, CORS policy."""
+
+    deps: Deps
+    config: GatewayConfig
+    cors: CorsPolicy
+    cache: TokenCache = field(init=False)
+    limiter: RateLimiter = field(init=False)
+    jwks: RemoteJwks | None = None
+
+    def __post_init__(self) -> None:
+        self.cache = TokenCache(self.config.cache_size)
+        self.limiter = RateLimiter(self.config.limits, max_buckets=self.config.buckets)
+
+    @property
+    def mode(self) -> str:
+        """How credentials are verified here: iam (local or remote), jwks, or not at all."""
+        if self.deps.iam.mode != "disabled":
+            return f"iam-{self.deps.iam.mode}"
+        return "jwks" if self.jwks is not None else "none"
+
+    async def on_revoked(self, _: dict[str, Any]) -> None:
+        """A credential was revoked in this process: forget every cached verification."""
+        self.cache.clear()
+
+    async def verify(self, credential: str) -> Verified:
+        """Verify a bearer credential (JWT or `hk-` API key), through the cache."""
+        hit = self.cache.get(credential)
+        if hit is not None:
+            return hit
+        claims = await self._claims(credential)
+        if not claims.owner:
+            raise Unauthenticated("invalid token: no tenant (owner) claim")
+        identity = Identity(org=claims.owner, user=claims.sub, email=claims.email,
+                            roles=tuple(claims.roles), is_admin=claims.is_admin)
+        keys = [f"org:{claims.owner}"]
+        if claims.kind == "apikey":
+            keys.append(f"key:{claims.sub}")
+        now = time.time()
+        expires = now + self.config.revocation_window
+        if claims.exp:
+            expires = min(expires, float(claims.exp))
+        verified = Verified(identity, minted_headers(identity), tuple(keys), expires)
+        self.cache.put(credential, verified)
+        return verified
+
+    async def _claims(self, credential: str) -> Claims:
+        iam = self.deps.iam
+        api_key = credential.startswith("hk-")
+        if iam.mode != "disabled":
+            result: Claims = await (iam.verify_api_key(credential) if api_key
+                                    else iam.verify_jwt(credential))
+            return result
+        if self.jwks is not None and not api_key:
+            return await self.jwks.verify(credential)
+        raise SubsystemUnavailable("iam", "cannot verify this credential: iam is not enabled "
+                                          "here" + (" and API keys need it (set "
+                                                    "CLOUD_IAM_ZAP_ADDR)" if api_key else
+                                                    "; set --iam-issuer or CLOUD_IAM_ZAP_ADDR"))
+
+
+def credential_of(value: bytes) -> str | None:
+    """The credential in an Authorization header: Bearer, bare JWT or API key; None for
+    Basic (OAuth client authentication, not an identity). Raises 401 when unusable."""
+    text = value.decode("latin-1").strip()
+    scheme, sep, rest = text.partition(" ")
+    if sep:
+        lowered = scheme.lower()
+        if lowered == "basic":
+            return None
+        if lowered != "bearer":
+            raise Unauthenticated(f"unsupported authorization scheme '{scheme[:20]}'")
+        text = rest.strip()
+    if text.startswith("hk-") or text.count(".") == 2:
+        return text
+    raise Unauthenticated("malformed credential: expected a bearer JWT or an hk- API key")
+
+
+class GatewayEdge:
+    """ASGI middleware around the whole public (and admin) app."""
+
+    def __init__(self, app: ASGIApp, *, state: GatewayState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = []
+        authorization = origin = None
+        preflight = False
+        for name, value in scope["headers"]:
+            lname = name.lower()
+            if lname[:2] == b"x-" and is_identity_header(lname):
+                continue
+            if lname == b"authorization":
+                authorization = value
+            elif lname == b"origin":
+                origin = value
+            elif lname == b"access-control-request-method":
+                preflight = True
+            headers.append((lname, value))
+        cors = self._cors_headers(origin)
+        if preflight and scope["method"] == "OPTIONS" and origin is not None:
+            await self._preflight(scope, receive, send, cors)
+            return
+        try:
+            verified = None
+            credential = credential_of(authorization) if authorization is not None else None
+            if credential is not None:
+                verified = await self.state.verify(credential)
+            decision = self._limit(scope, verified)
+        except CloudError as exc:
+            await self._error(exc, scope, receive, send, cors)
+            return
+        extra = [*cors, (b"ratelimit-policy", decision.policy.encode()),
+                 (b"ratelimit", decision.state.encode())]
+        if not decision.allowed:
+            exc = RateLimited("rate limit exceeded for this route class; retry later",
+                              retry_after=decision.retry_after)
+            await self._error(exc, scope, receive, send, extra)
+            return
+        if verified is not None:
+            identity = verified.identity
+            current_identity.set(Identity(identity.org, identity.user, identity.email,
+                                          identity.roles, identity.is_admin,
+                                          current_request_id.get()))
+            headers.extend(verified.headers)
+        # In place, not a copy: the outer RequestContext reads the matched route from it.
+        scope["headers"] = headers
+
+        async def send_extra(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_extra)
+
+    def _limit(self, scope: Scope, verified: Verified | None) -> Any:
+        cls = route_class(scope["method"], scope["path"])
+        limiter = self.state.limiter
+        if verified is None:
+            client = scope.get("client")
+            return limiter.take(f"ip:{client[0] if client else 'unknown'}",
+                                cls if cls == "auth" else "anon")
+        decisions = [limiter.take(key, cls) for key in verified.bucket_keys]
+        refused = [d for d in decisions if not d.allowed]
+        return refused[0] if refused else decisions[-1]
+
+    def _cors_headers(self, origin: bytes | None) -> list[tuple[bytes, bytes]]:
+        if origin is None or not self.state.cors.allows(origin.decode("latin-1")):
+            return []
+        return [(b"access-control-allow-origin", origin), (b"vary", b"Origin"),
+                (b"access-control-allow-credentials", b"true"),
+                (b"access-control-expose-headers", EXPOSE)]
+
+    async def _preflight(self, scope: Scope, receive: Receive, send: Send,
+                         cors: list[tuple[bytes, bytes]]) -> None:
+        if not cors:
+            await self._error(PermissionDenied("this origin may not call the API (CORS)"),
+                              scope, receive, send, [(b"vary", b"Origin")])
+            return
+        requested = next((v for k, v in scope["headers"]
+                          if k.lower() == b"access-control-request-headers"), b"")
+        allowed = b", ".join(h.strip() for h in requested.split(b",")
+                             if h.strip() and all(c in b"abcdefghijklmnopqrstuvwxyz"
+                                                  b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+                                                  for c in h.strip()))
+        headers = [*cors, (b"access-control-allow-methods", ALLOW_METHODS),
+                   (b"access-control-max-age", MAX_AGE)]
+        if allowed:
+            headers.append((b"access-control-allow-headers", allowed))
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _error(self, exc: CloudError, scope: Scope, receive: Receive, send: Send,
+                     extra: list[tuple[bytes, bytes]]) -> None:
+        response = error_response(exc)
+        if isinstance(exc, Unauthenticated):
+            response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        for name, value in extra:
+            response.headers.append(name.decode(), value.decode("latin-1"))
+        await response(scope, receive, send)

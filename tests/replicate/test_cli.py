@@ -1,0 +1,138 @@
+"""`hanzocloud replicate restore`: latest and point-in-time restores, and every refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import hanzocloud_cmd, make_settings, subprocess_env
+from hanzocloud.keys import resolve_master_key
+from hanzocloud.replicate import objects, with_dev_sink
+
+from .conftest import add_notes, replicated, rows, settled
+from .test_server import key_file
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*hanzocloud_cmd(), *args], capture_output=True, text=True,
+                          env=subprocess_env(), timeout=60)
+
+
+@pytest.fixture
+def shipped(tmp_path: Path) -> dict[str, object]:
+    """A sink holding acme/alpha with three moments: after a1, after b1, after c1."""
+    key = key_file(tmp_path)
+    master = resolve_master_key(f"file:{key}")
+    url = f"file://{tmp_path / 'sink'}"
+    moments: list[float] = []
+
+    async def fill() -> None:
+        async with replicated(tmp_path / "source", url, master) as (store, replicator):
+            for body in ("a1", "b1", "c1"):
+                await add_notes(store, "acme", [body])
+                await settled(replicator, "acme")
+                moments.append(time.time())
+                await asyncio.sleep(0.1)
+
+    asyncio.run(fill())
+    return {"key": key, "master": master, "url": url, "moments": moments,
+            "flags": [f"--kms-master-key-ref=file:{key}", f"--replicate-url={url}",
+                      f"--data-dir={tmp_path / 'data'}"]}
+
+
+def test_restore_latest_and_points_in_time(tmp_path: Path, shipped: dict[str, object]) -> None:
+    flags, moments = shipped["flags"], shipped["moments"]
+    assert isinstance(flags, list) and isinstance(moments, list)
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moments[1])) + \
+        f".{int(moments[1] % 1 * 1000):03d}Z"
+    cases = [("latest", [], ["a1", "b1", "c1"]),
+             ("unix-seconds", [f"--to={moments[0]}"], ["a1"]),
+             ("iso-8601", [f"--to={iso}"], ["a1", "b1"])]
+    for name, extra, expected in cases:
+        out = tmp_path / name / "alpha.db"
+        result = run_cli("replicate", "restore", "--org=acme", "--service=alpha",
+                         f"--output={out}", *extra, *flags)
+        assert result.returncode == 0, (name, result.stderr)
+        assert "quick_check ok" in result.stdout
+        assert rows(out, shipped["master"], "acme") == expected, name  # type: ignore[arg-type]
+
+
+def test_restore_into_the_data_dir_with_globals_first(shipped: dict[str, object],
+                                                      tmp_path: Path) -> None:
+    flags = shipped["flags"]
+    assert isinstance(flags, list)
+    result = run_cli(*flags, "replicate", "restore", "--org", "acme", "--service", "alpha")
+    assert result.returncode == 0, result.stderr
+    target = tmp_path / "data" / "orgs" / "acme" / "alpha.db"
+    assert rows(target, shipped["master"], "acme") == ["a1", "b1", "c1"]  # type: ignore[arg-type]
+    again = run_cli("replicate", "restore", "--org=acme", "--service=alpha", *flags)
+    assert again.returncode == 2 and "--force" in again.stderr
+    forced = run_cli("replicate", "restore", "--org=acme", "--service=alpha", "--force", *flags)
+    assert forced.returncode == 0, forced.stderr
+    assert list(target.parent.glob("alpha.db.superseded-*"))
+
+
+def _tamper(shipped: dict[str, object]) -> None:
+    sink_dir = Path(str(shipped["url"]).removeprefix("file://")) / "replicate" / "acme" / "alpha"
+    segment = sorted((sink_dir / generations_of(sink_dir)[0] / "wal").iterdir())[0]
+    blob = segment.read_bytes()
+    segment.write_bytes(blob[:-10] + bytes([blob[-10] ^ 1]) + blob[-9:])
+
+
+def generations_of(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if objects.GENERATION_RE.match(p.name))
+
+
+REFUSALS = [
+    ("no-sink", ["--org=acme", "--service=alpha"], False, 2, "no replication sink"),
+    ("bad-org", ["--org=Not A Slug", "--service=alpha"], True, 2, "invalid org slug"),
+    ("bad-service", ["--org=acme", "--service=../x"], True, 2, "invalid service name"),
+    ("bad-moment", ["--org=acme", "--service=alpha", "--to=yesterday"], True, 2,
+     "neither unix seconds"),
+    ("nothing-shipped", ["--org=initech", "--service=alpha"], True, 1, "has nothing"),
+    ("before-history", ["--org=acme", "--service=alpha", "--to=1000"], True, 1, "has nothing"),
+    ("missing-org", ["--service=alpha"], True, 2, "--org"),
+]
+
+
+@pytest.mark.parametrize(("args", "with_sink", "status", "message"),
+                         [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_refusals(tmp_path: Path, shipped: dict[str, object], args: list[str], with_sink: bool,
+                  status: int, message: str) -> None:
+    flags = shipped["flags"]
+    assert isinstance(flags, list)
+    used = flags if with_sink else [f for f in flags if not f.startswith("--replicate-url")]
+    result = run_cli("replicate", "restore", f"--output={tmp_path / 'o' / 'x.db'}", *args, *used)
+    assert result.returncode == status, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o" / "x.db").exists()
+
+
+def test_tampered_chain_is_refused(tmp_path: Path, shipped: dict[str, object]) -> None:
+    _tamper(shipped)
+    flags = shipped["flags"]
+    assert isinstance(flags, list)
+    out = tmp_path / "o" / "alpha.db"
+    result = run_cli("replicate", "restore", "--org=acme", "--service=alpha", f"--output={out}",
+                     *flags)
+    assert result.returncode == 1
+    assert "restore refused" in result.stderr and "cannot be decrypted" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ({"dev": True}, "replicate-sink"),
+    ({"dev": True, "replicate_url": "memory://explicit"}, "memory://explicit"),
+    ({"dev": False, "kms_master_key_ref": "env:X"}, None),
+], ids=["dev-default", "explicit-wins", "off-without-url"])
+def test_dev_replicates_under_the_data_dir(tmp_path: Path, flags: dict[str, object],
+                                           expected: str | None) -> None:
+    settings = with_dev_sink(make_settings(tmp_path / "d", **flags))
+    if expected is None:
+        assert settings.replicate_url is None
+    else:
+        assert settings.replicate_url is not None and expected in settings.replicate_url
