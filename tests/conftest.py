@@ -79,9 +79,15 @@ def hanzocloud_cmd() -> list[str]:
 class RunningServer:
     """A real server subprocess whose listener URLs were read from its stdout."""
 
-    def __init__(self, proc: subprocess.Popen[str], urls: dict[str, str]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], urls: dict[str, str],
+                 stderr_tail: list[str] | None = None) -> None:
         self.proc = proc
         self.urls = urls
+        self.stderr_tail = stderr_tail if stderr_tail is not None else []
+
+    def stderr(self) -> str:
+        """The last lines the server wrote to stderr (drained continuously)."""
+        return "".join(self.stderr_tail)
 
     @property
     def public(self) -> str:
@@ -105,7 +111,15 @@ def start_server(args: list[str], *, env: dict[str, str] | None = None,
             lines.put(line)
         lines.put(None)
 
+    def drain() -> None:  # a full stderr pipe would block the server's event loop
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            stderr_tail.append(line)
+            del stderr_tail[:-200]
+
+    stderr_tail: list[str] = []
     threading.Thread(target=pump, daemon=True).start()
+    threading.Thread(target=drain, daemon=True).start()
     urls: dict[str, str] = {}
     try:
         while True:
@@ -116,12 +130,12 @@ def start_server(args: list[str], *, env: dict[str, str] | None = None,
             if len(parts) == 3 and parts[0] == "hanzocloud:" and "://" in parts[2]:
                 urls[parts[1]] = parts[2]
             if line.startswith("hanzocloud: ready"):
-                return RunningServer(proc, urls)
+                return RunningServer(proc, urls, stderr_tail)
     except queue.Empty:
         pass
     proc.kill()
-    err = proc.stderr.read() if proc.stderr else ""
-    raise AssertionError(f"server did not start: {err[-3000:]}")
+    proc.wait(timeout=10)
+    raise AssertionError(f"server did not start: {''.join(stderr_tail)[-3000:]}")
 
 
 @pytest.fixture

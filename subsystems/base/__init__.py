@@ -10,6 +10,7 @@ from typing import Any
 from hanzocloud.zap.gen.base import BASE_METHODS
 from subsystems.base.client import LocalBase
 from subsystems.base.handlers import Handlers
+from subsystems.base.hooks import RecordHooks
 from subsystems.base.pberrors import PocketBaseErrors
 from subsystems.base.realtime import Broker
 from subsystems.base.routes import routes
@@ -20,7 +21,7 @@ def mount(app: Any, deps: Any) -> None:
     """Install base: routes, PocketBase-shaped errors, realtime, and the `base` client."""
     store = BaseStore(deps.tenants)
     broker = Broker(store)
-    app.routes(routes(Handlers(store, broker)))
+    app.routes(routes(Handlers(store, broker, RecordHooks(deps.extensions))))
     app.middleware(PocketBaseErrors)
     client = LocalBase(store, deps.tenants)
     app.provide(client)

@@ -15,6 +15,7 @@ from hanzocloud.routing import json_body, require_org
 from subsystems.base import collection_service, records
 from subsystems.base.batch import parse_requests, run_batch
 from subsystems.base.expand import expand_records
+from subsystems.base.hooks import RecordHooks
 from subsystems.base.query import parse_fields, parse_list_params, parse_tree, pick
 from subsystems.base.realtime import Broker
 from subsystems.base.store import BaseStore
@@ -31,9 +32,10 @@ def _name(request: Request) -> str:
 class Handlers:
     """The endpoints, bound to one BaseStore and realtime Broker."""
 
-    def __init__(self, store: BaseStore, broker: Broker) -> None:
+    def __init__(self, store: BaseStore, broker: Broker, hooks: RecordHooks) -> None:
         self.store = store
         self.broker = broker
+        self.hooks = hooks
 
     # -- collections ------------------------------------------------------------------------
 
@@ -96,23 +98,34 @@ class Handlers:
         """Create a record."""
         org, who = _caller()
         name, body = _name(request), await _record_body(request)
+        if isinstance(body, dict):
+            body = await self.hooks.before(org, "create", name, body)
         shape = _shaper(request, name)
-        return JSONResponse(await self.store.write(
-            org, who, lambda tx: shape(tx, records.create_record(tx, name, body))))
+        created = await self.store.write(
+            org, who, lambda tx: shape(tx, records.create_record(tx, name, body)))
+        await self.hooks.after(org, "create", name, created)
+        return JSONResponse(created)
 
     async def update_record(self, request: Request) -> Response:
         """Update some fields of a record."""
         org, who = _caller()
         name, rid = _name(request), str(request.path_params["id"])
         body, shape = await _record_body(request), _shaper(request, name)
-        return JSONResponse(await self.store.write(
-            org, who, lambda tx: shape(tx, records.update_record(tx, name, rid, body))))
+        if isinstance(body, dict):
+            body = await self.hooks.before(org, "update", name, {**body, "id": rid})
+            body.pop("id", None)
+        updated = await self.store.write(
+            org, who, lambda tx: shape(tx, records.update_record(tx, name, rid, body)))
+        await self.hooks.after(org, "update", name, updated)
+        return JSONResponse(updated)
 
     async def delete_record(self, request: Request) -> Response:
         """Delete a record (cascading where relations ask for it)."""
         org, who = _caller()
         name, rid = _name(request), str(request.path_params["id"])
+        await self.hooks.before(org, "delete", name, {"id": rid})
         await self.store.write(org, who, lambda tx: records.delete_record(tx, name, rid))
+        await self.hooks.after(org, "delete", name, {"id": rid})
         return Response(status_code=204)
 
     # -- batch, realtime, health ------------------------------------------------------------

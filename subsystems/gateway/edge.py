@@ -7,6 +7,7 @@ is decided later by each route's declared policy (`hanzocloud.routing.enforce`).
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,9 @@ from subsystems.gateway.verify import RemoteJwks
 STRIP_EXACT = frozenset({b"x-org-id", b"x-tenant-id", b"x-roles", b"x-organization",
                          b"x-owner"})
 STRIP_PREFIXES = (b"x-user-", b"x-iam-", b"x-hanzo-", b"x-org-")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
+_SAFE_VALUE = re.compile(r"[ -~]{0,1024}")
+POLICY_HOOK = "gateway_policy"  # an org extension export consulted before every handler
 
 
 def is_identity_header(name: bytes) -> bool:
@@ -182,6 +186,11 @@ class GatewayEdge:
                                           identity.roles, identity.is_admin,
                                           current_request_id.get()))
             headers.extend(verified.headers)
+            try:
+                extra.extend(await self._org_policy(scope, headers, verified.identity))
+            except CloudError as exc:
+                await self._error(exc, scope, receive, send, extra)
+                return
         # In place, not a copy: the outer RequestContext reads the matched route from it.
         scope["headers"] = headers
 
@@ -191,6 +200,28 @@ class GatewayEdge:
             await send(message)
 
         await self.app(scope, receive, send_extra)
+
+    async def _org_policy(self, scope: Scope, headers: list[tuple[bytes, bytes]],
+                          identity: Identity) -> list[tuple[bytes, bytes]]:
+        """Run the org's `gateway_policy` extensions: deny → 403; headers join the response."""
+        extensions = self.state.deps.extensions
+        if not identity.org or not extensions.has_hook(identity.org, POLICY_HOOK):
+            return []
+        visible = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers
+                   if k not in (b"authorization", b"cookie") and not is_identity_header(k)}
+        payload = {"method": scope["method"], "path": scope["path"],
+                   "query": scope.get("query_string", b"").decode("latin-1"),
+                   "headers": visible, "org": identity.org, "user": identity.user,
+                   "userEmail": identity.email, "roles": list(identity.roles)}
+        added: list[tuple[bytes, bytes]] = []
+        for result in await extensions.run_hooks(identity.org, POLICY_HOOK, payload):
+            if not result.allowed:
+                raise PermissionDenied(result.message or "denied by the org's gateway policy")
+            for name, value in (result.headers or {}).items():
+                # Only plain printable ASCII: a guest must not split or smuggle a response.
+                if _SAFE_NAME.fullmatch(name) and _SAFE_VALUE.fullmatch(value):
+                    added.append((name.lower().encode("ascii"), value.encode("ascii")))
+        return added
 
     def _limit(self, scope: Scope, verified: Verified | None) -> Any:
         cls = route_class(scope["method"], scope["path"])

@@ -13,7 +13,7 @@ from hanzocloud.replicate.tenant import Policy, TenantLog
 class ReplicateOptions:
     """Timings and windows; the defaults are the production ones."""
 
-    debounce: float = 0.05
+    debounce: float = 0.1
     interval: float = 1.0
     policy: Policy = field(default_factory=Policy)
     wal_retention: float = 72 * 3600.0
