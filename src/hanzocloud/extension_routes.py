@@ -56,6 +56,7 @@ def extension_routes(ext: Extensions) -> list[PolicyRoute]:
             (staging / module_file).write_bytes(wasm)
             replace = request.query_params.get("replace") in ("1", "true")
             item = ext.store.install(org, staging, replace=replace)
+            ext.invalidate(org)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return JSONResponse(_describe(item), status_code=201)
@@ -65,6 +66,7 @@ def extension_routes(ext: Extensions) -> list[PolicyRoute]:
         org = require_org()
         ext.store.delete(org, request.path_params["name"],
                          request.query_params.get("version") or None)
+        ext.invalidate(org)
         return Response(status_code=204)
 
     async def run(request: Request) -> Response:

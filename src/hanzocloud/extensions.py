@@ -10,6 +10,7 @@ called by the subsystem that fires that hook, for that org only.
 from __future__ import annotations
 
 import threading
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from hanzocloud.storage import TenantStore
 
 log = structlog.get_logger("hanzocloud.extensions")
 ROUTES_FILE = "routes.toml"
+RECHECK_SECONDS = 1.0
 _METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -85,6 +87,12 @@ class Extensions:
         self.store = ModuleStore(settings.data_dir)
         self.ext_dir = settings.ext_dir
         self._org_cache: dict[str, tuple[tuple[int, ...], list[LoadedModule]]] = {}
+        self._checked: dict[str, float] = {}
+
+    def invalidate(self, org: str) -> None:
+        """Forget the cached module list of `org` (after an install or removal)."""
+        self._org_cache.pop(org, None)
+        self._checked.pop(org, None)
 
     def load_dir(self, directory: Path) -> LoadedModule:
         """Load (and compile, cached by digest) the module in `directory`."""
@@ -138,9 +146,18 @@ class Extensions:
         return tuple(stamps)
 
     def org_modules(self, org: str) -> list[LoadedModule]:
-        """The latest version of each module the org installed (cached until it changes)."""
-        stamp = self._stamp(org)
+        """The latest version of each module the org installed (cached until it changes).
+
+        The folder is re-checked at most once per `RECHECK_SECONDS` per org, so the hot path
+        (a hook lookup on every request) costs a dict lookup; uploads through this process
+        invalidate at once, and `hanzocloud ext` from another process shows within a second.
+        """
         cached = self._org_cache.get(org)
+        now = time.monotonic()
+        if cached is not None and now - self._checked.get(org, 0.0) < RECHECK_SECONDS:
+            return cached[1]
+        self._checked[org] = now
+        stamp = self._stamp(org)
         if cached is not None and cached[0] == stamp:
             return cached[1]
         latest: dict[str, LoadedModule] = {}
