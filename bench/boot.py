@@ -16,9 +16,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-STACK = ("starlette, uvicorn, sqlalchemy.ext.asyncio, aiosqlite, sqlcipher3, msgspec, structlog, "
-         "pydantic, jwt, cryptography.hazmat.primitives.ciphers.aead, httpx, prometheus_client, "
-         "argon2")
+# Every runtime dependency in pyproject.toml, imported the way the product imports it.
+STACK = ("starlette.applications, uvicorn, uvloop, sqlalchemy.ext.asyncio, aiosqlite, sqlcipher3, "
+         "msgspec, structlog, pydantic, jwt, cryptography.hazmat.primitives.ciphers.aead, httpx, "
+         "prometheus_client, argon2, multipart, wasmtime, lark, fsspec, pyrage")
 
 
 def free_port() -> int:
@@ -40,9 +41,8 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def time_boot(enable: str) -> tuple[float, int]:
+def time_boot(enable: str, data: str) -> tuple[float, int]:
     port = free_port()
-    data = tempfile.mkdtemp(prefix="boot-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_")}
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -78,11 +78,14 @@ def main() -> None:
     baseline = statistics.median(time_import() for _ in range(args.runs))
     print(f"baseline: python -c 'import <stack>'   {baseline * 1000:8.1f} ms")
     for label, enable in (("all subsystems", "all"), (f"one subsystem ({one or 'none'})", one)):
-        runs = [time_boot(enable) for _ in range(args.runs)]
+        data = tempfile.mkdtemp(prefix="boot-")
+        first = time_boot(enable, data)  # a fresh data dir: keys and databases are created
+        runs = [time_boot(enable, data) for _ in range(args.runs)]
         boot = statistics.median(r[0] for r in runs)
         rss = statistics.median(r[1] for r in runs)
-        print(f"{label:<28} boot {boot * 1000:8.1f} ms  = {boot / baseline:4.2f}x baseline "
-              f"(target <= 1.3x)   idle RSS {rss / 1024:6.1f} MiB")
+        print(f"{label:<28} restart {boot * 1000:7.1f} ms = {boot / baseline:4.2f}x baseline "
+              f"(target <= 1.3x)  first boot {first[0] * 1000:7.1f} ms "
+              f"= {first[0] / baseline:4.2f}x  idle RSS {rss / 1024:6.1f} MiB")
 
 
 if __name__ == "__main__":
