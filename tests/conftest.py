@@ -95,13 +95,13 @@ class RunningServer:
 
 
 def start_server(args: list[str], *, env: dict[str, str] | None = None,
-                 timeout: float = 30.0) -> RunningServer:
+                 timeout: float = 30.0, cwd: Path | None = None) -> RunningServer:
     """Start a server process and wait for its 'ready' line (stdout is read by a thread)."""
     import queue
     import threading
 
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env or subprocess_env())
+                            env=env or subprocess_env(), cwd=cwd)
     assert proc.stdout is not None
     lines: queue.Queue[str | None] = queue.Queue()
 

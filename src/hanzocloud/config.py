@@ -199,7 +199,7 @@ def load_settings(
         elif name in file_values:
             merged[name] = _coerce(name, kind, file_values[name], f"config {name}")
         else:
-            merged[name] = default
+            merged[name] = _coerce(name, kind, default, "default")
     enabled = parse_enable(merged.pop("enable"), known)
     for name in ("listen", "zap_listen", "health_listen", "admin_listen"):
         merged[name] = parse_address(merged[name], option=name)

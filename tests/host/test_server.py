@@ -65,3 +65,22 @@ def test_sigterm_drains_in_flight_request(server_factory: Callable[..., RunningS
     time.sleep(0.2)  # let the drain thread read the last lines
     assert "Traceback" not in server.stderr()
     assert "signal_received" in server.stderr()
+
+
+def test_defaults_alone_start_the_server(server_factory: Callable[..., RunningServer],
+                                         tmp_path: Path) -> None:
+    """No --data-dir, no ports given: the embedded defaults (./data) work, as `make run` needs."""
+    import subprocess
+
+    from conftest import subprocess_env
+
+    demo = subprocess.run([*hanzocloud_cmd(), "iam", "demo", "--dev"], cwd=tmp_path,
+                          capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert demo.returncode == 0, demo.stderr
+    server = server_factory([*hanzocloud_cmd(), "--dev", "--listen=127.0.0.1:0",
+                             "--health-listen=127.0.0.1:0", "--admin-listen=127.0.0.1:0",
+                             "--zap-listen=127.0.0.1:0"], cwd=tmp_path)
+    assert httpx.get(f"{server.public}/v1/brand").status_code == 200
+    assert (tmp_path / "data" / "dev-master.key").exists()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0
