@@ -279,7 +279,8 @@ def _compare(left: Value, op: str, right: Value) -> Expr:
             pattern = sa.literal(text if "%" in text else f"%{_escape_like(text)}%")
         else:
             pattern = sa.literal("%") + right.sql + sa.literal("%")
-        expr = left.sql.like(pattern, escape="\\")
+        # LIKE compares text; SQLite would convert anyway, the cast says so to SQLAlchemy.
+        expr = sa.cast(left.sql, sa.String).like(pattern, escape="\\")
         return expr if op == "~" else sa.not_(sa.func.coalesce(expr, False))
     if (left.const and left.py is None) or (right.const and right.py is None):
         return sa.false()
