@@ -152,13 +152,18 @@ def _coerce(name: str, kind: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: bad value {value!r} for {name} (expected {kind})") from None
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path, *, option: str) -> dict[str, Any]:
+    """Parse a TOML file, or raise a one-line ConfigError naming the option it came from."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{option}: cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{option}: {path} is not valid TOML: {exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    data = read_toml(path, option="--config")
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = key.replace("-", "_")

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from hanzocloud.config import Settings
+from hanzocloud.config import Settings, read_toml
 from hanzocloud.errors import ConfigError
 from hanzocloud.ext import (
     ExtensionRuntime,
@@ -116,12 +115,7 @@ class Extensions:
         if self.ext_dir is None:
             return []
         file = self.ext_dir / ROUTES_FILE
-        try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"--ext-dir: cannot read {file}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"--ext-dir: {file} is not valid TOML: {exc}") from None
+        data = read_toml(file, option="--ext-dir")
         routes = []
         for entry in data.get("route", []):
             try:

@@ -23,6 +23,7 @@ import sqlcipher3
 import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -39,6 +40,11 @@ log = structlog.get_logger("hanzocloud.storage")
 
 SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}", re.ASCII)
 SERVICE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
+# Tenant engines run sqlcipher3 connections, whose DB-API exception classes SQLAlchemy's
+# adapters do not recognise: they arrive unwrapped. Catch these tuples, never one family alone.
+INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sa_exc.IntegrityError, sqlcipher3.IntegrityError)
+OPERATIONAL_ERRORS: tuple[type[Exception], ...] = (sa_exc.OperationalError,
+                                                   sqlcipher3.OperationalError)
 GLOBAL = ""  # the org label of platform-wide files in keys and AAD: no slug can be empty
 
 

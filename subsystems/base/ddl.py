@@ -12,16 +12,11 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-import sqlcipher3
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.schema import CreateTable
 
 from hanzocloud.errors import InvalidArgument
+from hanzocloud.storage import INTEGRITY_ERRORS
 from subsystems.base.collections import Collection, build_table
-
-# Same as store.INTEGRITY_ERRORS (sqlcipher3 errors reach us unwrapped); kept here to
-# avoid an import cycle.
-INTEGRITY_ERRORS = (sa_exc.IntegrityError, sqlcipher3.IntegrityError)
 
 META = sa.MetaData()
 COLLECTIONS = sa.Table(

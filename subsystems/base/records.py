@@ -15,12 +15,13 @@ import msgspec
 import sqlalchemy as sa
 
 from hanzocloud.errors import InvalidArgument, NotFound, PermissionDenied
+from hanzocloud.storage import INTEGRITY_ERRORS
 from subsystems.base.collections import Collection
 from subsystems.base.expand import expand_records
 from subsystems.base.fields import Field, FieldError
 from subsystems.base.filter_sql import compile_filter
 from subsystems.base.query import ListParams, Tree, order_by, pick
-from subsystems.base.store import INTEGRITY_ERRORS, Event, Tx, unique_violation
+from subsystems.base.store import Event, Tx, unique_violation
 from subsystems.base.util import new_id, now_text, valid_id
 
 

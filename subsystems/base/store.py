@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-import sqlcipher3
-from sqlalchemy import exc as sa_exc
 
 from hanzocloud.errors import InvalidArgument
 from hanzocloud.identity import Identity
 from hanzocloud.routing import has_role
-from hanzocloud.storage import TenantStore
+from hanzocloud.storage import INTEGRITY_ERRORS, OPERATIONAL_ERRORS, TenantStore
 from subsystems.base.collections import Collection, Schema, from_store
 from subsystems.base.ddl import ensure_meta, load_collections
 from subsystems.base.filter_sql import RuleContext
@@ -35,10 +33,6 @@ SERVICE = "base"
 T = TypeVar("T")
 _UNIQUE = re.compile(r"UNIQUE constraint failed: ([\w.,\s]+)")
 _CACHE_SIZE = 4096
-# The tenant engines run sqlcipher3 connections, whose exception classes SQLAlchemy's aiosqlite
-# adapter does not recognise: they arrive unwrapped, so both families are caught.
-INTEGRITY_ERRORS = (sa_exc.IntegrityError, sqlcipher3.IntegrityError)
-OPERATIONAL_ERRORS = (sa_exc.OperationalError, sqlcipher3.OperationalError)
 
 
 def is_admin(identity: Identity) -> bool:

@@ -13,15 +13,13 @@ import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import sqlcipher3
-from sqlalchemy import exc, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hanzocloud.storage import TenantHandle, TenantStore
+from hanzocloud.storage import INTEGRITY_ERRORS, TenantHandle, TenantStore
 
 SERVICE = "iam"
-# sqlcipher3 raises its own DB-API errors, which SQLAlchemy passes through unwrapped.
-DUPLICATE = (exc.IntegrityError, sqlcipher3.IntegrityError)
+DUPLICATE = INTEGRITY_ERRORS
 
 GLOBAL_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS orgs (
