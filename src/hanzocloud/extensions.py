@@ -26,6 +26,7 @@ from hanzocloud.ext import (
     module_endpoint,
     run_hook,
 )
+from hanzocloud.ext.limits import KNOWN_CAPABILITIES
 from hanzocloud.routing import PolicyRoute, route
 from hanzocloud.storage import TenantStore
 
@@ -79,14 +80,29 @@ class Extensions:
     """The process's extension runtime, org module store and loaded-module cache."""
 
     def __init__(self, settings: Settings, tenants: TenantStore) -> None:
-        caps = {c.strip() for c in settings.ext_capabilities.split(",") if c.strip()}
-        hosts = [h.strip() for h in settings.ext_http_allow.split(",") if h.strip()]
-        self.runtime = ExtensionRuntime(allowed_capabilities=frozenset(caps),
-                                        http_allow_hosts=hosts, kv=TenantKv(tenants))
+        caps = frozenset(c.strip() for c in settings.ext_capabilities.split(",") if c.strip())
+        unknown = sorted(caps - KNOWN_CAPABILITIES)
+        if unknown:  # a config error belongs at startup, even though the runtime is lazy
+            raise ConfigError(f"--ext-capabilities: unknown capability {unknown[0]!r} "
+                              f"(known: {', '.join(sorted(KNOWN_CAPABILITIES))})")
+        self._caps = caps
+        self._hosts = [h.strip() for h in settings.ext_http_allow.split(",") if h.strip()]
+        self._tenants = tenants
+        self._runtime: ExtensionRuntime | None = None
         self.store = ModuleStore(settings.data_dir)
         self.ext_dir = settings.ext_dir
         self._org_cache: dict[str, tuple[tuple[int, ...], list[LoadedModule]]] = {}
         self._checked: dict[str, float] = {}
+
+    @property
+    def runtime(self) -> ExtensionRuntime:
+        """The wasm runtime, started on first use: its epoch ticker and worker threads cost
+        wake-ups every few milliseconds, which a process without extensions should not pay."""
+        if self._runtime is None:
+            self._runtime = ExtensionRuntime(allowed_capabilities=self._caps,
+                                             http_allow_hosts=self._hosts,
+                                             kv=TenantKv(self._tenants))
+        return self._runtime
 
     def invalidate(self, org: str) -> None:
         """Forget the cached module list of `org` (after an install or removal)."""
@@ -184,4 +200,5 @@ class Extensions:
         return any(hook in m.exports for m in self.org_modules(org))
 
     def close(self) -> None:
-        self.runtime.close()
+        if self._runtime is not None:
+            self._runtime.close()
