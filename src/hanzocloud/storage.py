@@ -23,8 +23,8 @@ import sqlcipher3
 import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import Engine, create_engine, make_url, pool
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -109,17 +109,22 @@ def write_file_atomic(path: Path, data: bytes, *, exclusive: bool = False) -> bo
                 os.unlink(tmp)
 
 
-def connect_sqlcipher(path: Path, dek: bytes) -> sqlcipher3.Connection:
+def is_busy(exc: BaseException) -> bool:
+    """Whether a DB error means another connection holds the lock (worth a retry)."""
+    message = str(exc).lower()
+    return "database is locked" in message or "database is busy" in message \
+        or "database table is locked" in message
+
+
+def connect_sqlcipher(path: Path, dek: bytes, *, busy_ms: int = 10_000) -> sqlcipher3.Connection:
     """Open one SQLCipher connection with a raw key and the standard pragmas."""
     conn = sqlcipher3.connect(str(path), check_same_thread=False)
     try:
         conn.execute(f"PRAGMA key = \"x'{dek.hex()}'\"")
         # Touch the schema so a wrong key fails here, not at the first query.
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA busy_timeout = 10000")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.executescript("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; "
+                           f"PRAGMA busy_timeout = {int(busy_ms)}; PRAGMA synchronous = NORMAL;")
     except BaseException:
         conn.close()
         raise
@@ -137,19 +142,53 @@ class StorageHooks(Protocol):
 
 @dataclass(eq=False)
 class TenantHandle:
-    """An open tenant database: an async engine and its session factory."""
+    """An open tenant database.
+
+    Two ways in, each built on first use: an async engine for `AsyncSession`s (its connections
+    run in aiosqlite threads, so a session may await between statements), and a synchronous
+    engine that `TenantStore.run_sync` drives on the event loop thread itself (one whole
+    transaction, no thread hop per statement).
+    """
 
     org: str
     service: str
     path: Path
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
+    connector: Callable[..., sqlcipher3.Connection]
+    store: TenantStore
     last_used: float = field(default_factory=time.monotonic)
     users: int = 0
+    _engine: AsyncEngine | None = None
+    _sessions: async_sessionmaker[AsyncSession] | None = None
+    _sync_engine: Engine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The async engine (built on first use)."""
+        if self._engine is None:
+            self._engine = self.store._async_engine(self.connector)
+            self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        return self._engine
+
+    @property
+    def sync_engine(self) -> Engine:
+        """The engine `run_sync` uses on the loop thread (built on first use)."""
+        if self._sync_engine is None:
+            self._sync_engine = self.store._inline_engine(self.connector)
+        return self._sync_engine
 
     def session(self) -> AsyncSession:
         """A new session on this tenant's database."""
-        return self.sessions()
+        self.engine  # noqa: B018 - builds the session factory
+        assert self._sessions is not None
+        return self._sessions()
+
+    async def dispose(self) -> None:
+        """Close every connection of both engines."""
+        if self._sync_engine is not None:
+            # Closing the last connection checkpoints the WAL (disk writes): off the loop.
+            await asyncio.to_thread(self._sync_engine.dispose)
+        if self._engine is not None:
+            await self._engine.dispose()
 
 
 class TenantStore:
@@ -175,6 +214,11 @@ class TenantStore:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._closed = False
         self._dialect: Any = None
+        self._sync_dialect: Any = None
+        self._sync_cache: Any = None
+        self._async_cache: Any = None
+        self._sync_url = make_url("sqlite://")
+        self.busy_seconds = 10.0  # how long run_sync retries a locked file
         self._closing: set[asyncio.Task[None]] = set()
         self.opens = 0  # cold opens, for metrics and tests
         self.peak_open = 0
@@ -249,12 +293,15 @@ class TenantStore:
 
         replicated = self.replicator is not None
 
-        def connector() -> sqlcipher3.Connection:
-            conn = connect_sqlcipher(path, dek)
+        def connector(busy_ms: int = 10_000) -> sqlcipher3.Connection:
+            conn = connect_sqlcipher(path, dek, busy_ms=busy_ms)
             if replicated:  # frames stay in the WAL until the replicator has shipped them
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
             return conn
 
+        return TenantHandle(org, service, path, connector, self)
+
+    def _async_engine(self, connector: Callable[..., sqlcipher3.Connection]) -> AsyncEngine:
         async def creator() -> aiosqlite.Connection:
             return await aiosqlite.Connection(connector, iter_chunk_size=64)
 
@@ -271,10 +318,33 @@ class TenantStore:
         )
         if self._dialect is None:
             self._dialect = engine.sync_engine.dialect
+            self._async_cache = engine.sync_engine._compiled_cache
         else:
             engine.sync_engine.dialect = self._dialect
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
-        return TenantHandle(org, service, path, engine, sessions)
+            engine.sync_engine._compiled_cache = self._async_cache  # one cache for all tenants
+        return engine
+
+    def _inline_engine(self, connector: Callable[..., sqlcipher3.Connection]) -> Engine:
+        # run_sync never waits on a lock inside SQLite (that would block the loop): busy
+        # timeout 0, and run_sync backs off and retries instead.
+        def creator() -> sqlcipher3.Connection:
+            return connector(busy_ms=0)
+
+        if self._sync_dialect is None:
+            engine = create_engine("sqlite://", creator=creator, poolclass=pool.QueuePool,
+                                   pool_size=1, max_overflow=1, pool_timeout=0)
+            self._sync_dialect = engine.dialect
+            self._sync_cache = engine._compiled_cache
+            return engine
+        # Every later engine shares the probed dialect and the compiled-statement cache
+        # (tenants run the same statements), and skips create_engine's per-call setup.
+        # One connection is enough: a run_sync transaction never yields, so two never overlap
+        # on this thread. The overflow slot only serves a nested call from inside `fn`.
+        engine = Engine(pool.QueuePool(creator, pool_size=1, max_overflow=1, timeout=0,
+                                       dialect=self._sync_dialect),
+                        self._sync_dialect, self._sync_url, query_cache_size=0)
+        engine._compiled_cache = self._sync_cache
+        return engine
 
     async def open(self, org: str, service: str) -> TenantHandle:
         """Return the open handle for (org, service), opening it (cold) if needed."""
@@ -320,14 +390,32 @@ class TenantStore:
                 self.replicator.touched(org, service)
 
     async def run_sync(self, org: str, service: str, fn: Callable[[Any], Any]) -> Any:
-        """Run `fn(sync_connection)` on the tenant's database inside one transaction."""
+        """Run `fn(sync_connection)` on the tenant's database inside one transaction.
+
+        `fn` runs on the event loop thread, start to commit, with no thread hop per statement;
+        keep it to database work (a transaction blocks the loop for as long as its SQL runs).
+        If the file is locked by another writer (another process, or an `AsyncSession` of
+        this one), the transaction is rolled back and `fn` is called again after a short
+        back-off, for up to `busy_seconds`: so `fn` must not have effects outside the database
+        that a retry would repeat.
+        """
         handle = await self.open(org, service)
         handle.users += 1
         try:
-            async with handle.engine.begin() as conn:
-                return await conn.run_sync(fn)
+            delay = 0.001
+            deadline = time.monotonic() + self.busy_seconds
+            while True:
+                try:
+                    with handle.sync_engine.begin() as conn:
+                        return fn(conn)
+                except OPERATIONAL_ERRORS as exc:
+                    if not is_busy(exc) or time.monotonic() + delay > deadline:
+                        raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
         finally:
             handle.users -= 1
+            handle.last_used = time.monotonic()
             if self.replicator is not None:
                 self.replicator.touched(org, service)
 
@@ -351,7 +439,7 @@ class TenantStore:
         task.add_done_callback(self._closing.discard)
 
     async def _dispose(self, handle: TenantHandle) -> None:
-        await handle.engine.dispose()
+        await handle.dispose()
         if self.replicator is not None:  # ship the tail now that no connection can write
             await self.replicator.closed(handle.org, handle.service)
 

@@ -187,13 +187,13 @@ class Broker:
                 if any(t.matches(coll, record_id) for t in c.topics)]
 
     def viewers(self, tx: Tx, coll: Collection, record: dict[str, Any]) -> frozenset[Any]:
-        """Identities subscribed to `record` that may view it (asked inside the delete tx)."""
-        allowed = set()
-        identities = {c.identity for c in self._targets(tx.org, coll, record["id"])}
-        for identity in identities:
-            if identity is not None and self._visible(tx, identity, coll, record["id"], ""):
-                allowed.add(identity)
-        return frozenset(allowed)
+        """(identity, filter) pairs of the org's subscriptions to `record` that may view it
+        now; asked inside the writing transaction (see records._announce)."""
+        wanted = {(c.identity, t.filter) for c in self._targets(tx.org, coll, record["id"])
+                  if c.identity is not None
+                  for t in c.topics if t.matches(coll, record["id"])}
+        return frozenset(pair for pair in wanted
+                         if self._visible(tx, pair[0], coll, record["id"], pair[1]))
 
     def publish(self, org: str, events: list[Event]) -> None:
         """Called after a write commits: queue its events if anyone of the org listens."""
@@ -234,10 +234,7 @@ class Broker:
                 for topic in client.topics:
                     if not topic.matches(coll, rid):
                         continue
-                    if event.action == "delete":
-                        if event.allowed is None or identity not in event.allowed:
-                            continue
-                    elif not self._visible(tx, identity, coll, rid, topic.filter):
+                    if event.allowed is None or (identity, topic.filter) not in event.allowed:
                         continue
                     record = self._payload(tx, coll, event.record, topic)
                     out.append((client, _frame(client.id, topic.key,

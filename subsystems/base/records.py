@@ -225,8 +225,16 @@ def create_record(tx: Tx, name: str, body: Any) -> dict[str, Any]:
             sa.select(1).select_from(table).where(table.c.id == record_id, cond)).first() is None:
         raise InvalidArgument("Failed to create record: the create rule does not allow it.")
     record = present(tx, coll, row)
-    tx.events.append(Event("create", coll, record))
+    _announce(tx, "create", coll, record)
     return record
+
+
+def _announce(tx: Tx, action: str, coll: Collection, record: dict[str, Any]) -> None:
+    """Queue a realtime event. Who may receive it is decided here, inside the transaction,
+    against the record as this write leaves it: delivery runs after commit, when a later
+    write may already have changed or removed the record."""
+    allowed = tx.viewers(tx, coll, record) if tx.viewers is not None else None
+    tx.events.append(Event(action, coll, record, allowed))
 
 
 def update_record(tx: Tx, name: str, record_id: str, body: Any) -> dict[str, Any]:
@@ -240,7 +248,7 @@ def update_record(tx: Tx, name: str, record_id: str, body: Any) -> dict[str, Any
     _save(tx, table.update().where(table.c.id == record_id).values(updated=now_text(), **values))
     record = present(tx, coll, tx.conn.execute(
         sa.select(table).where(table.c.id == record_id)).one())
-    tx.events.append(Event("update", coll, record))
+    _announce(tx, "update", coll, record)
     return record
 
 
@@ -279,7 +287,6 @@ def _delete(tx: Tx, coll: Collection, row: Any, depth: int) -> None:
                 tx.conn.execute(table.update().where(table.c.id == ref._mapping["id"])
                                 .values({f.name: packed, "updated": now_text()}))
     # Who may see the delete event is decided now, while the record can still be queried.
-    allowed = tx.viewers(tx, coll, record) if tx.viewers is not None else None
+    _announce(tx, "delete", coll, record)
     table = tx.schema.table(coll)
     tx.conn.execute(table.delete().where(table.c.id == record_id))
-    tx.events.append(Event("delete", coll, record, allowed))

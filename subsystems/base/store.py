@@ -56,7 +56,12 @@ class Event:
     action: str
     collection: Collection
     record: dict[str, Any]
-    allowed: frozenset[tuple[str, str]] | None = None  # delete: who could view it before
+    # (identity, subscription filter) pairs that may view the record as the write left it
+    allowed: frozenset[tuple[Identity, str]] | None = None
+
+
+# (transaction, collection, record) -> the (identity, filter) subscriptions that may view it
+Viewers = Callable[["Tx", Collection, dict[str, Any]], frozenset[tuple[Identity, str]]]
 
 
 @dataclass
@@ -69,8 +74,8 @@ class Tx:
     schema: Schema
     events: list[Event] = field(default_factory=list)
     new_schema: Schema | None = None
-    # Set by realtime: which subscribed identities may view a record (asked before deletes).
-    viewers: Callable[[Tx, Collection, dict[str, Any]], frozenset[tuple[str, str]]] | None = None
+    # Set by realtime: which subscriptions may view a record as this write leaves it.
+    viewers: Viewers | None = None
 
     @property
     def admin(self) -> bool:
@@ -94,8 +99,7 @@ class BaseStore:
         self._schemas: OrderedDict[str, Schema] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         self.on_commit: list[Callable[[str, list[Event]], None]] = []
-        self.viewers: Callable[[Tx, Collection, dict[str, Any]],
-                               frozenset[tuple[str, str]]] | None = None
+        self.viewers: Viewers | None = None
 
     def _schema(self, conn: sa.Connection, org: str) -> Schema:
         schema = self._schemas.get(org)
@@ -133,7 +137,7 @@ class BaseStore:
         def run(conn: sa.Connection) -> T:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
             tx = Tx(conn, org, identity, self._schema(conn, org), viewers=self.viewers)
-            holder.append(tx)
+            holder[:] = [tx]  # run_sync may retry a busy transaction
             try:
                 return fn(tx)
             except INTEGRITY_ERRORS as exc:

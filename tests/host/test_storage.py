@@ -168,3 +168,47 @@ async def test_concurrent_first_open_creates_one_key(tmp_path: Path, master: Mas
     again = TenantStore(copy, master)
     assert await read(again, "acme") == ["x"]
     await again.close()
+
+
+async def test_run_sync_waits_out_another_writer_without_blocking_the_loop(
+        tmp_path: Path, master: MasterKey) -> None:
+    import asyncio
+
+    store = TenantStore(tmp_path, master)
+    await write(store, "acme", "first")
+    blocker = store.connect_sync("acme", "notes")
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    calls = 0
+
+    def insert(conn: object) -> None:
+        nonlocal calls
+        calls += 1
+        conn.exec_driver_sql("INSERT INTO t VALUES ('second')")  # type: ignore[attr-defined]
+
+    task = asyncio.create_task(store.run_sync("acme", "notes", insert))
+    ticks = 0
+    while calls < 3:  # the loop keeps running while run_sync backs off
+        await asyncio.sleep(0.001)
+        ticks += 1
+    assert not task.done() and ticks >= 3
+    blocker.rollback()
+    blocker.close()
+    await task
+    assert await read(store, "acme") == ["first", "second"]
+    await store.close()
+
+
+async def test_run_sync_gives_up_on_a_lock_after_busy_seconds(tmp_path: Path,
+                                                               master: MasterKey) -> None:
+    store = TenantStore(tmp_path, master)
+    store.busy_seconds = 0.2
+    await write(store, "acme", "first")
+    blocker = store.connect_sync("acme", "notes")
+    blocker.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlcipher3.OperationalError, match="locked"):
+        await store.run_sync("acme", "notes", lambda c: c.exec_driver_sql(
+            "INSERT INTO t VALUES ('lost')"))
+    blocker.rollback()
+    blocker.close()
+    assert await read(store, "acme") == ["first"]  # nothing half-written
+    await store.close()
