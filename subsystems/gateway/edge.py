@@ -121,6 +121,8 @@ class GatewayState:
 def credential_of(value: bytes) -> str | None:
     """The credential in an Authorization header: Bearer, bare JWT or API key; None for
     Basic (OAuth client authentication, not an identity). Raises 401 when unusable."""
+    if value[:7] == b"Bearer " and value.count(b".") == 2 and b" " not in value[7:]:
+        return value[7:].decode("latin-1")  # the common case, without the general parse
     text = value.decode("latin-1").strip()
     scheme, sep, rest = text.partition(" ")
     if sep:
@@ -196,7 +198,8 @@ class GatewayEdge:
 
         async def send_extra(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
+                # the message is this response's own: extend it rather than copy it
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         await self.app(scope, receive, send_extra)

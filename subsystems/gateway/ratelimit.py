@@ -15,9 +15,17 @@ class Decision:
     """The outcome of taking one token: allowed or not, and what the headers say."""
 
     allowed: bool
+    cls: str
     policy: str          # RateLimit-Policy value
-    state: str           # RateLimit value
+    tokens: float        # left in the bucket after this take
+    reset: int           # seconds until the bucket is full again
     retry_after: float   # seconds until a token is available (0 when allowed)
+
+    @property
+    def state(self) -> str:
+        """The RateLimit value (formatted only for the decision that answers)."""
+        return (f'"{self.cls}";r={int(self.tokens)};'
+                f't={max(self.reset, math.ceil(self.retry_after))}')
 
 
 def route_class(method: str, path: str) -> str:
@@ -58,8 +66,7 @@ class RateLimiter:
             bucket[0] -= 1.0
         retry = 0.0 if allowed else (1.0 - bucket[0]) / rate
         reset = math.ceil((burst - bucket[0]) / rate) if bucket[0] < burst else 0
-        state = f'"{cls}";r={int(bucket[0])};t={max(reset, math.ceil(retry))}'
-        return Decision(allowed, self._policy[cls], state, retry)
+        return Decision(allowed, cls, self._policy[cls], bucket[0], reset, retry)
 
     def peek(self, key: str, cls: str) -> dict[str, float]:
         """A bucket's current state, for the status route (takes nothing)."""
