@@ -151,18 +151,17 @@ class GatewayEdge:
         headers: list[tuple[bytes, bytes]] = []
         authorization = origin = None
         preflight = False
-        for name, value in scope["headers"]:
-            lname = name.lower()
-            if lname[:2] == b"x-" and is_identity_header(lname):
+        for name, value in scope["headers"]:  # ASGI servers hand over lower-case names…
+            if name[:1] in b"xX" and is_identity_header(name.lower()):  # …but never trust it
                 continue
-            if lname == b"authorization":
+            if name == b"authorization":
                 authorization = value
-            elif lname == b"origin":
+            elif name == b"origin":
                 origin = value
-            elif lname == b"access-control-request-method":
+            elif name == b"access-control-request-method":
                 preflight = True
-            headers.append((lname, value))
-        cors = self._cors_headers(origin)
+            headers.append((name, value))
+        cors = self._cors_headers(origin) if origin is not None else []
         if preflight and scope["method"] == "OPTIONS" and origin is not None:
             await self._preflight(scope, receive, send, cors)
             return

@@ -88,3 +88,28 @@ async def test_invalid_token_with_spoofed_headers_is_401_not_anonymous(echo_clou
     r = await echo_cloud.client.get("/v1/echo/public",
                                     headers={**SPOOFED, "Authorization": "Bearer a.b.c"})
     assert r.status_code == 401
+
+
+async def test_mixed_case_header_names_from_a_lax_server_are_still_stripped(
+        echo_cloud: Cloud) -> None:
+    """ASGI servers lower-case header names; an app behind one that does not is still safe."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": "/v1/echo/public",
+             "raw_path": b"/v1/echo/public", "query_string": b"", "root_path": "",
+             "client": ("127.0.0.1", 1), "server": ("cloud.test", 80),
+             "headers": [(b"host", b"cloud.test"),
+                         *[(k.encode(), v.encode()) for k, v in SPOOFED.items()]]}
+    await echo_cloud.host.public(scope, receive, send)
+    assert sent[0]["status"] == 200
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    seen = httpx.Response(200, content=body).json()
+    assert not {k.lower() for k, _ in seen["headers"]} & {h.lower() for h in SPOOFED}
+    assert seen["org"] == "" and seen["user"] == ""
