@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from hanzocloud.zap.gen.base import BASE_METHODS
+from subsystems.base import filter_parse
 from subsystems.base.client import LocalBase
 from subsystems.base.handlers import Handlers
 from subsystems.base.hooks import RecordHooks
@@ -15,6 +16,8 @@ from subsystems.base.pberrors import PocketBaseErrors
 from subsystems.base.realtime import Broker
 from subsystems.base.routes import routes
 from subsystems.base.store import BaseStore
+
+WARM_UP_DELAY = 1.0  # seconds after start
 
 
 def mount(app: Any, deps: Any) -> None:
@@ -27,12 +30,20 @@ def mount(app: Any, deps: Any) -> None:
     app.provide(client)
     app.zap_service(BASE_METHODS, client)
 
+    async def warm_parser() -> None:
+        # Off the boot path: build the filter parser shortly after the listeners are up, so
+        # neither the start nor the first filtered request waits for it.
+        await asyncio.sleep(WARM_UP_DELAY)
+        await asyncio.to_thread(filter_parse.warm_up)
+
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         delivery = asyncio.create_task(broker.run())
+        warming = asyncio.create_task(warm_parser())
         try:
             yield
         finally:
+            warming.cancel()
             broker.close()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(delivery, 5)

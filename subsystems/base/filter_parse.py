@@ -48,7 +48,20 @@ COMMENT: /\/\/[^\n]*/
 %ignore COMMENT
 """
 
-_PARSER = Lark(GRAMMAR, parser="lalr", maybe_placeholders=False)
+
+
+@functools.cache
+def _parser() -> Lark:
+    """The LALR parser, built on first use rather than at import: building its tables is the
+    costliest step of base's start (base warms it in a thread once the server is up; see
+    `warm_up`). No lark cache file: that is a pickle in a shared temp folder."""
+    return Lark(GRAMMAR, parser="lalr", maybe_placeholders=False)
+
+
+def warm_up() -> None:
+    """Build the parser now (safe from any thread)."""
+    _parser()
+
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 MODIFIERS = ("lower", "length", "isset")
 
@@ -148,7 +161,7 @@ def parse_filter(text: str) -> Node | None:
     if not text.strip():
         return None
     try:
-        node = _ToAst().transform(_PARSER.parse(text))
+        node = _ToAst().transform(_parser().parse(text))
     except VisitError as exc:  # raised by a transformer callback (e.g. an unknown modifier)
         if isinstance(exc.orig_exc, InvalidArgument):
             raise exc.orig_exc from None

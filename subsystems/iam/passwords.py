@@ -37,7 +37,20 @@ class Passwords:
     def __init__(self, config: IamConfig) -> None:
         self.hasher = PasswordHasher(time_cost=config.argon2_time_cost,
                                      memory_cost=config.argon2_memory_kib, parallelism=2)
-        self.dummy = self.hasher.hash(secrets.token_urlsafe(24))
+        self._dummy: asyncio.Future[str] | None = None
+
+    def prepare(self) -> None:
+        """Start hashing the dummy in a worker thread (iam's lifespan calls this at start,
+        so it is ready long before the first sign-in and never delays the boot)."""
+        if self._dummy is None:
+            self._dummy = asyncio.ensure_future(
+                asyncio.to_thread(self.hasher.hash, secrets.token_urlsafe(24)))
+
+    async def dummy(self) -> str:
+        """A hash of a random password with the current parameters, for unknown accounts."""
+        self.prepare()
+        assert self._dummy is not None
+        return await asyncio.shield(self._dummy)
 
     async def hash(self, password: str) -> str:
         """The argon2id hash of `password`."""
@@ -49,7 +62,7 @@ class Passwords:
         candidate = password if isinstance(password, str) else ""
         if len(candidate) > MAX_PASSWORD:
             candidate = candidate[:MAX_PASSWORD]
-        target = stored if stored is not None else self.dummy
+        target = stored if stored is not None else await self.dummy()
 
         def check() -> bool:
             try:

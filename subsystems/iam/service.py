@@ -127,6 +127,7 @@ class IamService:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Load the signing keys, then rotate them on schedule until shutdown."""
+        self.passwords.prepare()
         await self.keys.load()
         task = asyncio.create_task(self._rotation_loop())
         try:
