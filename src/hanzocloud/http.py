@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import re
 import time
 import uuid
@@ -29,6 +30,11 @@ from hanzocloud.identity import ANONYMOUS, current_identity, current_request_id
 
 log = structlog.get_logger("hanzocloud.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Headers that middleware inside RequestContext adds to this request's response (the
+# gateway's rate-limit and CORS headers). RequestContext appends them when the response
+# starts, so such middleware need not wrap `send` itself.
+response_headers: contextvars.ContextVar[list[tuple[bytes, bytes]]] = contextvars.ContextVar(
+    "response_headers")
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthenticated", 403: "permission_denied", 404: "not_found",
     405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
@@ -109,6 +115,8 @@ class RequestContext:
         rid_token = current_request_id.set(request_id)
         id_token = current_identity.set(ANONYMOUS)
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        added: list[tuple[bytes, bytes]] = []
+        added_token = response_headers.set(added)
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -118,9 +126,9 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
+                # the message is this response's own: extend it rather than copy it
+                message["headers"] = [*message.get("headers", ()), *added,
+                                      (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
@@ -141,6 +149,7 @@ class RequestContext:
                      route=route, subsystem=subsystem, status=status, org=identity.org or None,
                      duration_ms=round(duration * 1000, 3))
             structlog.contextvars.unbind_contextvars("request_id")
+            response_headers.reset(added_token)
             current_identity.reset(id_token)
             current_request_id.reset(rid_token)
 

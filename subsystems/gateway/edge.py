@@ -22,7 +22,7 @@ from hanzocloud.errors import (
     SubsystemUnavailable,
     Unauthenticated,
 )
-from hanzocloud.http import error_response
+from hanzocloud.http import error_response, response_headers
 from hanzocloud.identity import Identity, current_identity, current_request_id
 from hanzocloud.zap.gen.iam import Claims
 from subsystems.gateway.cache import TokenCache, Verified
@@ -194,10 +194,14 @@ class GatewayEdge:
                 return
         # In place, not a copy: the outer RequestContext reads the matched route from it.
         scope["headers"] = headers
+        pending = response_headers.get(None)
+        if pending is not None:  # the host's RequestContext adds them when the response starts
+            pending.extend(extra)
+            await self.app(scope, receive, send)
+            return
 
         async def send_extra(message: Message) -> None:
             if message["type"] == "http.response.start":
-                # the message is this response's own: extend it rather than copy it
                 message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 

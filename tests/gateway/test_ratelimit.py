@@ -82,3 +82,14 @@ def test_route_classes(method: str, path: str, cls: str) -> None:
 def test_bad_gateway_settings_are_one_sentence(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match=next(iter(env))):
         load_config(env)
+
+
+async def test_rate_limit_headers_ride_on_handler_errors_too(tmp_path: Path) -> None:
+    async with running_cloud(tmp_path / "data", []) as cloud:
+        acme = await cloud.headers(org="acme", user="alice")
+        missing = await cloud.client.get("/v1/iam/users/nobody-here", headers=acme)
+        assert missing.status_code == 404
+        assert missing.headers["ratelimit-policy"].startswith('"read";')
+        assert missing.headers["ratelimit"].startswith('"read";r=')
+        assert missing.headers["x-request-id"]
+        assert [k for k, _ in missing.headers.multi_items()].count("ratelimit") == 1
