@@ -27,25 +27,27 @@ class TokenCache:
     def __init__(self, size: int, *, clock: Callable[[], float] = time.time) -> None:
         self.size = size
         self.clock = clock
-        self._items: OrderedDict[str, Verified] = OrderedDict()
+        # keyed by the credential, and also by the raw Authorization value that carried it
+        # (so a repeat request skips parsing the header)
+        self._items: OrderedDict[str | bytes, Verified] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
-    def get(self, credential: str) -> Verified | None:
+    def get(self, credential: str | bytes, *, count: bool = True) -> Verified | None:
         """The cached verification of `credential`, if still fresh."""
         item = self._items.get(credential)
         if item is None:
-            self.misses += 1
+            self.misses += count
             return None
         if item.expires_at <= self.clock():
             del self._items[credential]
-            self.misses += 1
+            self.misses += count
             return None
         self._items.move_to_end(credential)
         self.hits += 1
         return item
 
-    def put(self, credential: str, item: Verified) -> None:
+    def put(self, credential: str | bytes, item: Verified) -> None:
         """Remember a verification (evicting the least recently used beyond the bound)."""
         if item.expires_at <= self.clock():
             return

@@ -167,9 +167,13 @@ class GatewayEdge:
             return
         try:
             verified = None
-            credential = credential_of(authorization) if authorization is not None else None
-            if credential is not None:
-                verified = await self.state.verify(credential)
+            if authorization is not None:
+                verified = self.state.cache.get(authorization, count=False)  # header as sent
+                if verified is None:
+                    credential = credential_of(authorization)
+                    if credential is not None:
+                        verified = await self.state.verify(credential)
+                        self.state.cache.put(authorization, verified)
             decision = self._limit(scope, verified)
         except CloudError as exc:
             await self._error(exc, scope, receive, send, cors)
@@ -236,7 +240,10 @@ class GatewayEdge:
             client = scope.get("client")
             return limiter.take(f"ip:{client[0] if client else 'unknown'}",
                                 cls if cls == "auth" else "anon")
-        decisions = [limiter.take(key, cls) for key in verified.bucket_keys]
+        keys = verified.bucket_keys
+        if len(keys) == 1:  # a user's token: the org's bucket only
+            return limiter.take(keys[0], cls)
+        decisions = [limiter.take(key, cls) for key in keys]
         refused = [d for d in decisions if not d.allowed]
         return refused[0] if refused else decisions[-1]
 

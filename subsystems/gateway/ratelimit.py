@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
-    """The outcome of taking one token: allowed or not, and what the headers say."""
+    """The outcome of taking one token: allowed or not, and what the headers say.
+    (Not frozen: a frozen dataclass costs a setattr per field on every request.)"""
 
     allowed: bool
     cls: str
