@@ -122,7 +122,7 @@ def time_boot(enable: str, data: str) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     from hanzocloud.registry import SUBSYSTEMS
 
@@ -132,12 +132,15 @@ def main() -> None:
           "(for reference)")
     for label, enable in (("all subsystems", "all"), (f"one subsystem ({one or 'none'})", one)):
         stack = loaded_stack(enable)
-        baseline = statistics.median(time_import_each(stack) for _ in range(args.runs))
-        print(f"python -c 'import <every module the server loads>'    {baseline * 1000:8.1f} ms "
-              f"({len(stack)} modules; the baseline for {label})")
         data = tempfile.mkdtemp(prefix="boot-")
         first = time_boot(enable, data)  # a fresh data dir: keys and databases are created
-        runs = [time_boot(enable, data) for _ in range(args.runs)]
+        baselines, runs = [], []
+        for _ in range(args.runs):  # interleaved, so drift on the machine hits both alike
+            baselines.append(time_import_each(stack))
+            runs.append(time_boot(enable, data))
+        baseline = statistics.median(baselines)
+        print(f"python -c 'import <every module the server loads>'    {baseline * 1000:8.1f} ms "
+              f"({len(stack)} modules; the baseline for {label})")
         boot = statistics.median(r[0] for r in runs)
         rss = statistics.median(r[1] for r in runs)
         print(f"{label:<28} restart {boot * 1000:7.1f} ms = {boot / baseline:4.2f}x baseline "
