@@ -401,13 +401,22 @@ class TenantStore:
         """
         handle = await self.open(org, service)
         handle.users += 1
+        wrote = True
         try:
             delay = 0.001
             deadline = time.monotonic() + self.busy_seconds
             while True:
                 try:
                     with handle.sync_engine.begin() as conn:
-                        return fn(conn)
+                        raw = conn.connection.dbapi_connection
+                        before = raw.total_changes  # type: ignore[union-attr]
+                        result = fn(conn)
+                        # A write opened a transaction (DML, or an explicit BEGIN) or changed
+                        # rows. DDL run outside a transaction is not seen here; the
+                        # replicator's periodic pass ships it.
+                        wrote = bool(raw.in_transaction  # type: ignore[union-attr]
+                                     or raw.total_changes != before)  # type: ignore[union-attr]
+                        return result
                 except OPERATIONAL_ERRORS as exc:
                     if not is_busy(exc) or time.monotonic() + delay > deadline:
                         raise
@@ -416,7 +425,7 @@ class TenantStore:
         finally:
             handle.users -= 1
             handle.last_used = time.monotonic()
-            if self.replicator is not None:
+            if self.replicator is not None and wrote:  # a read leaves nothing to ship
                 self.replicator.touched(org, service)
 
     async def _make_room(self) -> None:

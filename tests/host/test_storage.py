@@ -212,3 +212,30 @@ async def test_run_sync_gives_up_on_a_lock_after_busy_seconds(tmp_path: Path,
     blocker.close()
     assert await read(store, "acme") == ["first"]  # nothing half-written
     await store.close()
+
+
+async def test_run_sync_tells_the_replicator_about_writes_only(tmp_path: Path,
+                                                                master: MasterKey) -> None:
+    touched: list[tuple[str, str]] = []
+
+    class Hooks:
+        async def before_open(self, org: str, service: str, path: Path) -> None: ...
+        async def opened(self, org: str, service: str, path: Path) -> None: ...
+        def touched(self, org: str, service: str) -> None:
+            touched.append((org, service))
+        async def closed(self, org: str, service: str) -> None: ...
+
+    store = TenantStore(tmp_path, master)
+    store.replicator = Hooks()
+    await store.run_sync("acme", "notes", lambda c: c.exec_driver_sql(
+        "CREATE TABLE t (v TEXT)"))
+    touched.clear()
+    await store.run_sync("acme", "notes", lambda c: c.exec_driver_sql("SELECT * FROM t").all())
+    assert touched == []  # a read leaves nothing to ship
+    await store.run_sync("acme", "notes", lambda c: c.exec_driver_sql(
+        "INSERT INTO t VALUES ('x')"))
+    assert touched == [("acme", "notes")]
+    await store.run_sync("acme", "notes", lambda c: c.exec_driver_sql(
+        "UPDATE t SET v = 'y' WHERE v = 'nothing'"))  # a write transaction, no rows changed
+    assert touched == [("acme", "notes")] * 2
+    await store.close()
