@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is calling: org slug (the tenant), user id, email, roles, admin flag, request id."""
+    """Who is calling: org slug (the tenant), user id, email, roles, admin flag, request id.
+
+    `request_id` is set when an identity crosses a process (ZAP carries it); on the HTTP path
+    the gateway hands over its cached identity with it empty, and the id of the request is
+    `current_request_id` (read that, or use `request_id or current_request_id.get()`).
+    """
 
     org: str = ""
     user: str = ""

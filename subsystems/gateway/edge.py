@@ -23,7 +23,7 @@ from hanzocloud.errors import (
     Unauthenticated,
 )
 from hanzocloud.http import error_response, response_headers
-from hanzocloud.identity import Identity, current_identity, current_request_id
+from hanzocloud.identity import Identity, current_identity
 from hanzocloud.zap.gen.iam import Claims
 from subsystems.gateway.cache import TokenCache, Verified
 from subsystems.gateway.config import GatewayConfig
@@ -186,10 +186,9 @@ class GatewayEdge:
             await self._error(exc, scope, receive, send, extra)
             return
         if verified is not None:
-            identity = verified.identity
-            current_identity.set(Identity(identity.org, identity.user, identity.email,
-                                          identity.roles, identity.is_admin,
-                                          current_request_id.get()))
+            # The cached identity as is: the request id lives in current_request_id (callers
+            # that need it, like ZAP, read it from there), so nothing is rebuilt per request.
+            current_identity.set(verified.identity)
             headers.extend(verified.headers)
             try:
                 extra.extend(await self._org_policy(scope, headers, verified.identity))

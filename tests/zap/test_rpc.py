@@ -18,7 +18,7 @@ from hanzocloud.errors import (
     RateLimited,
     SubsystemUnavailable,
 )
-from hanzocloud.identity import Identity, current_identity
+from hanzocloud.identity import Identity, current_identity, current_request_id
 from hanzocloud.zap import ZapChannel, ZapServer, derive_service_key, parse_addr, service_key
 
 from .helpers import KEY, EchoService, free_port
@@ -110,6 +110,18 @@ async def test_identity_is_carried(echo_client: Any) -> None:
     )
     anonymous = await echo_client.whoami()
     assert (anonymous.org, anonymous.user) == ("", "")
+
+
+async def test_the_http_request_id_travels_when_the_identity_has_none(echo_client: Any) -> None:
+    # the gateway's cached identity has no request id: the request's own one is carried
+    token = current_identity.set(Identity("acme", "u1"))
+    rid = current_request_id.set("req-from-http")
+    try:
+        got = await echo_client.whoami()
+    finally:
+        current_request_id.reset(rid)
+        current_identity.reset(token)
+    assert (got.org, got.user, got.request_id) == ("acme", "u1", "req-from-http")
 
 
 async def test_deadline_is_enforced_by_the_server(echo_client: Any, echo_server: Served) -> None:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from hanzocloud.errors import ERRORS_BY_CODE, CloudError, SubsystemUnavailable
-from hanzocloud.identity import Identity
+from hanzocloud.identity import Identity, current_request_id
 
 MAGIC = b"ZAP\x00"
 PROTOCOL_VERSION = 1
@@ -101,7 +101,7 @@ class IdentityBody(msgspec.Struct, array_like=True, frozen=True):
         """The wire form of `identity`."""
         return cls(
             identity.org, identity.user, identity.email, list(identity.roles),
-            identity.is_admin, identity.request_id,
+            identity.is_admin, identity.request_id or current_request_id.get(),
         )
 
     def to_identity(self) -> Identity:
