@@ -4,10 +4,12 @@ it (same run, same host layers otherwise), and token issue rates for two grants.
 Run: .venv/bin/python bench/gateway.py [--seconds 3] [--connections 32]. Two measurements:
 
   over HTTP   each host served by uvicorn (uvloop, httptools) in its own process, driven by
-              keep-alive connections from this process: what a client sees. The target
-              (>= 0.8x) is read here.
+              keep-alive connections from this process: what a client sees.
   ASGI only   requests driven straight through the ASGI apps on one event loop: the edge's
               own work against the host's, with no server or network in either figure.
+
+Each is six interleaved rounds per side; the figures are the round pair with the median
+ratio. The target (>= 0.8x) applies to both.
 """
 
 from __future__ import annotations
@@ -99,6 +101,16 @@ async def issue_rate(client: httpx.AsyncClient, form: dict[str, str], headers: d
     return n / (time.perf_counter() - started)
 
 
+ROUNDS = 6
+
+
+def paired(gated: list[float], plain: list[float]) -> tuple[float, float]:
+    """The round pair whose ratio is the median one: back-to-back rounds share the
+    machine's state, so their ratio is steadier than either side's own best."""
+    pairs = sorted(zip(gated, plain, strict=True), key=lambda gp: gp[0] / gp[1])
+    return pairs[len(pairs) // 2]
+
+
 def serve(kind: str, port: int) -> None:
     """A subprocess: serve the gated or plain host on `port`; print a token (gated) first."""
     import uvicorn
@@ -153,13 +165,13 @@ async def over_http(seconds: float, connections: int) -> tuple[float, float]:
         ping = "/v1/trivial/ping"
         requests = {"gated": [request_bytes(ping, f"Bearer {tokens['gated']}")],
                     "plain": [request_bytes(ping, None)]}
-        best = {"gated": 0.0, "plain": 0.0}
-        for _ in range(3):  # interleave rounds so drift hits both sides alike
+        rounds: dict[str, list[float]] = {"gated": [], "plain": []}
+        for _ in range(ROUNDS):  # interleave rounds so drift hits both sides alike
             for kind in ("gated", "plain"):
-                result = await load(ports[kind], requests[kind], connections, seconds / 3)
+                result = await load(ports[kind], requests[kind], connections, seconds / ROUNDS)
                 assert result["errors"] == 0, f"{kind}: {result['errors']} non-200 answers"
-                best[kind] = max(best[kind], result["rps"])
-        return best["gated"], best["plain"]
+                rounds[kind].append(result["rps"])
+        return paired(rounds["gated"], rounds["plain"])
     finally:
         for proc in procs:
             proc.terminate()
@@ -186,14 +198,14 @@ async def main(seconds: float, connections: int) -> None:
             token = (await client.post("/v1/iam/oauth/token", data=pw_form)).json()
             auth = [(b"authorization", f"Bearer {token['access_token']}".encode())]
             gate_rps, plain_rps = [], []
-            for _ in range(3):  # interleave rounds so drift hits both sides alike
-                gate_rps.append(await drive(gated.public, auth, seconds / 3))
-                plain_rps.append(await drive(plain.public, [], seconds / 3))
+            for _ in range(ROUNDS):  # interleave rounds so drift hits both sides alike
+                gate_rps.append(await drive(gated.public, auth, seconds / ROUNDS))
+                plain_rps.append(await drive(plain.public, [], seconds / ROUNDS))
             basic = base64.b64encode(f"{app.client_id}:{secret}".encode()).decode()
             cc = await issue_rate(client, {"grant_type": "client_credentials"},
                                   {"Authorization": f"Basic {basic}"}, 200)
             pw = await issue_rate(client, pw_form, {}, 10)
-    g, p = max(gate_rps), max(plain_rps)
+    g, p = paired(gate_rps, plain_rps)
     print(f"over HTTP, {connections} connections (uvicorn, one process per side):")
     print(f"  authenticated GET through the gateway: {http_gated:9.0f} req/s")
     print(f"  same handler without the gateway:      {http_plain:9.0f} req/s")
@@ -201,7 +213,7 @@ async def main(seconds: float, connections: int) -> None:
     print("ASGI only (no server, no network: the edge's own work against the host's):")
     print(f"  authenticated GET through the gateway: {g:9.0f} req/s")
     print(f"  same handler without the gateway:      {p:9.0f} req/s")
-    print(f"  ratio:                                 {g / p:9.2f}x")
+    print(f"  ratio (target >= 0.80):                {g / p:9.2f}x")
     print(f"client_credentials grant:                {cc:9.0f} tokens/s")
     print(f"password grant (argon2id):               {pw:9.1f} tokens/s")
 
