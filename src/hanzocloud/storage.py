@@ -332,15 +332,16 @@ class TenantStore:
 
         if self._sync_dialect is None:
             engine = create_engine("sqlite://", creator=creator, poolclass=pool.QueuePool,
-                                   pool_size=1, max_overflow=1, pool_timeout=0)
+                                   pool_size=1, max_overflow=3, pool_timeout=10)
             self._sync_dialect = engine.dialect
             self._sync_cache = engine._compiled_cache
             return engine
         # Every later engine shares the probed dialect and the compiled-statement cache
         # (tenants run the same statements), and skips create_engine's per-call setup.
-        # One connection is enough: a run_sync transaction never yields, so two never overlap
-        # on this thread. The overflow slot only serves a nested call from inside `fn`.
-        engine = Engine(pool.QueuePool(creator, pool_size=1, max_overflow=1, timeout=0,
+        # One connection serves the loop thread: an inline transaction never yields, so two
+        # never overlap there. Overflow serves offloaded transactions still running in a
+        # worker thread, and a nested call from inside `fn`.
+        engine = Engine(pool.QueuePool(creator, pool_size=1, max_overflow=3, timeout=10,
                                        dialect=self._sync_dialect),
                         self._sync_dialect, self._sync_url, query_cache_size=0)
         engine._compiled_cache = self._sync_cache
@@ -389,11 +390,16 @@ class TenantStore:
             if self.replicator is not None:
                 self.replicator.touched(org, service)
 
-    async def run_sync(self, org: str, service: str, fn: Callable[[Any], Any]) -> Any:
+    async def run_sync(self, org: str, service: str, fn: Callable[[Any], Any], *,
+                       offload: bool = False) -> Any:
         """Run `fn(sync_connection)` on the tenant's database inside one transaction.
 
-        `fn` runs on the event loop thread, start to commit, with no thread hop per statement;
-        keep it to database work (a transaction blocks the loop for as long as its SQL runs).
+        By default `fn` runs on the event loop thread, start to commit, with no thread hop per
+        statement: right for the short transactions of a request, but the loop waits for as
+        long as the SQL runs. Pass `offload=True` for work that may take long (a schema change
+        that rewrites a big table): the transaction then runs in a worker thread, and `fn`
+        must only touch the connection and thread-safe state.
+
         If the file is locked by another writer (another process, or an `AsyncSession` of
         this one), the transaction is rolled back and `fn` is called again after a short
         back-off, for up to `busy_seconds`: so `fn` must not have effects outside the database
@@ -401,22 +407,26 @@ class TenantStore:
         """
         handle = await self.open(org, service)
         handle.users += 1
-        wrote = True
+        wrote = [True]
+
+        def attempt() -> Any:
+            with handle.sync_engine.begin() as conn:
+                raw = conn.connection.dbapi_connection
+                before = raw.total_changes  # type: ignore[union-attr]
+                result = fn(conn)
+                # A write opened a transaction (DML, or an explicit BEGIN) or changed rows.
+                # DDL run outside a transaction is not seen here; the replicator's periodic
+                # pass ships it.
+                wrote[0] = bool(raw.in_transaction  # type: ignore[union-attr]
+                                or raw.total_changes != before)  # type: ignore[union-attr]
+                return result
+
         try:
             delay = 0.001
             deadline = time.monotonic() + self.busy_seconds
             while True:
                 try:
-                    with handle.sync_engine.begin() as conn:
-                        raw = conn.connection.dbapi_connection
-                        before = raw.total_changes  # type: ignore[union-attr]
-                        result = fn(conn)
-                        # A write opened a transaction (DML, or an explicit BEGIN) or changed
-                        # rows. DDL run outside a transaction is not seen here; the
-                        # replicator's periodic pass ships it.
-                        wrote = bool(raw.in_transaction  # type: ignore[union-attr]
-                                     or raw.total_changes != before)  # type: ignore[union-attr]
-                        return result
+                    return await asyncio.to_thread(attempt) if offload else attempt()
                 except OPERATIONAL_ERRORS as exc:
                     if not is_busy(exc) or time.monotonic() + delay > deadline:
                         raise
@@ -425,7 +435,7 @@ class TenantStore:
         finally:
             handle.users -= 1
             handle.last_used = time.monotonic()
-            if self.replicator is not None and wrote:  # a read leaves nothing to ship
+            if self.replicator is not None and wrote[0]:  # a read leaves nothing to ship
                 self.replicator.touched(org, service)
 
     async def _make_room(self) -> None:

@@ -51,7 +51,7 @@ class Handlers:
         org, who = _caller()
         body = await json_body(request)
         return JSONResponse(await self.store.write(
-            org, who, lambda tx: collection_service.create(tx, body)))
+            org, who, lambda tx: collection_service.create(tx, body), offload=True))
 
     async def view_collection(self, request: Request) -> Response:
         """View one collection."""
@@ -65,13 +65,14 @@ class Handlers:
         org, who = _caller()
         name, body = _name(request), await json_body(request)
         return JSONResponse(await self.store.write(
-            org, who, lambda tx: collection_service.update(tx, name, body)))
+            org, who, lambda tx: collection_service.update(tx, name, body), offload=True))
 
     async def delete_collection(self, request: Request) -> Response:
         """Delete a collection and its records."""
         org, who = _caller()
         name = _name(request)
-        await self.store.write(org, who, lambda tx: collection_service.delete(tx, name))
+        await self.store.write(org, who, lambda tx: collection_service.delete(tx, name),
+                               offload=True)
         return Response(status_code=204)
 
     # -- records ----------------------------------------------------------------------------

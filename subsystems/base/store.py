@@ -129,8 +129,12 @@ class BaseStore:
             self._schemas.pop(org, None)
             return await self.tenants.run_sync(org, SERVICE, run)  # type: ignore[no-any-return]
 
-    async def write(self, org: str, identity: Identity, fn: Callable[[Tx], T]) -> T:
-        """Run `fn` in one write transaction; publish its events after it commits."""
+    async def write(self, org: str, identity: Identity, fn: Callable[[Tx], T], *,
+                    offload: bool = False) -> T:
+        """Run `fn` in one write transaction; publish its events after it commits.
+
+        `offload=True` runs it in a worker thread (see `TenantStore.run_sync`): for schema
+        changes, which may rewrite a whole table and announce no record events."""
         lock = self._locks.setdefault(org, asyncio.Lock())
         holder: list[Tx] = []
 
@@ -145,7 +149,7 @@ class BaseStore:
 
         async with lock:
             try:
-                result = await self.tenants.run_sync(org, SERVICE, run)
+                result = await self.tenants.run_sync(org, SERVICE, run, offload=offload)
             except BaseException:
                 if holder and holder[0].new_schema is not None:
                     self._schemas.pop(org, None)

@@ -239,3 +239,37 @@ async def test_run_sync_tells_the_replicator_about_writes_only(tmp_path: Path,
         "UPDATE t SET v = 'y' WHERE v = 'nothing'"))  # a write transaction, no rows changed
     assert touched == [("acme", "notes")] * 2
     await store.close()
+
+
+async def test_offloaded_run_sync_leaves_the_loop_free(tmp_path: Path, master: MasterKey) -> None:
+    import asyncio
+    import threading
+    import time as clock
+
+    store = TenantStore(tmp_path, master)
+    await write(store, "acme", "first")
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    def slow(conn: object) -> str:
+        seen.append(threading.get_ident())
+        conn.exec_driver_sql("INSERT INTO t VALUES ('second')")  # type: ignore[attr-defined]
+        clock.sleep(0.3)  # a long migration, say
+        return "done"
+
+    def values(conn: object) -> list[str]:
+        rows = conn.exec_driver_sql("SELECT v FROM t ORDER BY rowid")  # type: ignore[attr-defined]
+        return [r[0] for r in rows]
+
+    task = asyncio.create_task(store.run_sync("acme", "notes", slow, offload=True))
+    ticks, during = 0, []
+    while not task.done():
+        await asyncio.sleep(0.01)
+        ticks += 1
+        if ticks == 5:  # a read on the loop thread while the write is still open
+            during = await store.run_sync("acme", "notes", values)
+    assert await task == "done"
+    assert ticks >= 10 and seen and seen[0] != loop_thread
+    assert during == ["first"]
+    assert await store.run_sync("acme", "notes", values) == ["first", "second"]
+    await store.close()
