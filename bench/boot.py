@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 # The packages of pyproject.toml's runtime dependencies, as the product imports them.
-STACK = ("starlette.applications, uvicorn, uvloop, sqlalchemy.ext.asyncio, aiosqlite, sqlcipher3, "
-         "msgspec, structlog, pydantic, jwt, cryptography.hazmat.primitives.ciphers.aead, httpx, "
-         "prometheus_client, argon2, multipart, wasmtime, lark, fsspec, pyrage")
+STACK = ["starlette.applications", "uvicorn", "uvloop", "sqlalchemy.ext.asyncio", "aiosqlite",
+         "sqlcipher3", "msgspec", "structlog", "pydantic", "jwt",
+         "cryptography.hazmat.primitives.ciphers.aead", "httpx", "prometheus_client", "argon2",
+         "multipart", "wasmtime", "lark", "fsspec", "pyrage"]
 OURS = ("hanzocloud", "subsystems", "__main__")
 
 
@@ -35,13 +36,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def time_import(modules: str = STACK) -> float:
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", f"import {modules}"], check=True)
-    return time.perf_counter() - started
-
-
-def time_import_each(names: list[str]) -> float:
+def time_import(names: list[str]) -> float:
     """Import each module in the server's order; a name whose import fails there (an optional
     dependency that is absent, a Windows-only module) is attempted here too."""
     script = ("import importlib\n"
@@ -127,7 +122,7 @@ def main() -> None:
     from hanzocloud.registry import SUBSYSTEMS
 
     one = SUBSYSTEMS[0].name if SUBSYSTEMS else ""
-    packages = statistics.median(time_import() for _ in range(args.runs))
+    packages = statistics.median(time_import(STACK) for _ in range(args.runs))
     print(f"python -c 'import <the dependency packages>'          {packages * 1000:8.1f} ms "
           "(for reference)")
     for label, enable in (("all subsystems", "all"), (f"one subsystem ({one or 'none'})", one)):
@@ -136,7 +131,7 @@ def main() -> None:
         first = time_boot(enable, data)  # a fresh data dir: keys and databases are created
         baselines, runs = [], []
         for _ in range(args.runs):  # interleaved, so drift on the machine hits both alike
-            baselines.append(time_import_each(stack))
+            baselines.append(time_import(stack))
             runs.append(time_boot(enable, data))
         baseline = statistics.median(baselines)
         print(f"python -c 'import <every module the server loads>'    {baseline * 1000:8.1f} ms "

@@ -109,11 +109,14 @@ def write_file_atomic(path: Path, data: bytes, *, exclusive: bool = False) -> bo
                 os.unlink(tmp)
 
 
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+
 def is_busy(exc: BaseException) -> bool:
-    """Whether a DB error means another connection holds the lock (worth a retry)."""
-    message = str(exc).lower()
-    return "database is locked" in message or "database is busy" in message \
-        or "database table is locked" in message
+    """Whether a DB error means another connection holds the lock (worth a retry): its
+    SQLite result code, extended codes included, is BUSY or LOCKED."""
+    code = getattr(getattr(exc, "orig", None) or exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
 def connect_sqlcipher(path: Path, dek: bytes, *, busy_ms: int = 10_000) -> sqlcipher3.Connection:
@@ -407,9 +410,10 @@ class TenantStore:
         """
         handle = await self.open(org, service)
         handle.users += 1
-        wrote = [True]
+        wrote = True
 
         def attempt() -> Any:
+            nonlocal wrote
             with handle.sync_engine.begin() as conn:
                 raw = conn.connection.dbapi_connection
                 before = raw.total_changes  # type: ignore[union-attr]
@@ -417,8 +421,8 @@ class TenantStore:
                 # A write opened a transaction (DML, or an explicit BEGIN) or changed rows.
                 # DDL run outside a transaction is not seen here; the replicator's periodic
                 # pass ships it.
-                wrote[0] = bool(raw.in_transaction  # type: ignore[union-attr]
-                                or raw.total_changes != before)  # type: ignore[union-attr]
+                wrote = bool(raw.in_transaction  # type: ignore[union-attr]
+                             or raw.total_changes != before)  # type: ignore[union-attr]
                 return result
 
         try:
@@ -435,7 +439,7 @@ class TenantStore:
         finally:
             handle.users -= 1
             handle.last_used = time.monotonic()
-            if self.replicator is not None and wrote[0]:  # a read leaves nothing to ship
+            if self.replicator is not None and wrote:  # a read leaves nothing to ship
                 self.replicator.touched(org, service)
 
     async def _make_room(self) -> None:

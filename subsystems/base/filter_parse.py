@@ -49,7 +49,6 @@ COMMENT: /\/\/[^\n]*/
 """
 
 
-
 @functools.cache
 def _parser() -> Lark:
     """The LALR parser, built on first use rather than at import: building its tables is the

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hanzocloud.deps import Deps
 from hanzocloud.errors import (
@@ -121,8 +121,6 @@ class GatewayState:
 def credential_of(value: bytes) -> str | None:
     """The credential in an Authorization header: Bearer, bare JWT or API key; None for
     Basic (OAuth client authentication, not an identity). Raises 401 when unusable."""
-    if value[:7] == b"Bearer " and value.count(b".") == 2 and b" " not in value[7:]:
-        return value[7:].decode("latin-1")  # the common case, without the general parse
     text = value.decode("latin-1").strip()
     scheme, sep, rest = text.partition(" ")
     if sep:
@@ -161,7 +159,7 @@ class GatewayEdge:
             elif name == b"access-control-request-method":
                 preflight = True
             headers.append((name, value))
-        cors = self._cors_headers(origin) if origin is not None else []
+        cors = self._cors_headers(origin)
         if preflight and scope["method"] == "OPTIONS" and origin is not None:
             await self._preflight(scope, receive, send, cors)
             return
@@ -197,18 +195,8 @@ class GatewayEdge:
                 return
         # In place, not a copy: the outer RequestContext reads the matched route from it.
         scope["headers"] = headers
-        pending = response_headers.get(None)
-        if pending is not None:  # the host's RequestContext adds them when the response starts
-            pending.extend(extra)
-            await self.app(scope, receive, send)
-            return
-
-        async def send_extra(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_extra)
+        response_headers.get().extend(extra)  # RequestContext adds them when the response starts
+        await self.app(scope, receive, send)
 
     async def _org_policy(self, scope: Scope, headers: list[tuple[bytes, bytes]],
                           identity: Identity) -> list[tuple[bytes, bytes]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
@@ -171,17 +172,16 @@ class Peer:
 
 
 _PEERS: dict[tuple[str, ...], Peer] = {}
-# The in-process side listens for ZAP here, so the shared peer can reach whichever host the
-# current test runs (one at a time; if a test holds two clouds, the second gets any port).
-_HOME_ZAP_PORT: list[int] = []
 
 
+@functools.cache
 def _home_zap_port() -> int:
+    """The in-process side listens for ZAP here, so the shared peer can reach whichever host
+    the current test runs (one at a time; if a test holds two clouds, the second gets any
+    port)."""
     from conftest import free_port
 
-    if not _HOME_ZAP_PORT:
-        _HOME_ZAP_PORT.append(free_port())
-    return _HOME_ZAP_PORT[0]
+    return free_port()
 
 
 def _peer(names: Sequence[str]) -> Peer:
