@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiosqlite
 import sqlcipher3
 import structlog
 from cryptography.hazmat.primitives import hashes
@@ -34,6 +33,7 @@ from sqlalchemy.ext.asyncio import (
 
 from hanzocloud import metrics
 from hanzocloud.errors import InvalidArgument
+from hanzocloud.inline_sqlite import InlineConnection
 from hanzocloud.keys import MasterKey, lp, new_dek, unwrap_dek, wrap_dek
 
 log = structlog.get_logger("hanzocloud.storage")
@@ -45,6 +45,8 @@ SERVICE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
 INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sa_exc.IntegrityError, sqlcipher3.IntegrityError)
 OPERATIONAL_ERRORS: tuple[type[Exception], ...] = (sa_exc.OperationalError,
                                                    sqlcipher3.OperationalError)
+# A WAL up to this size is checkpointed on close within about a millisecond.
+SHORT_WAL_BYTES = 256 * 1024
 GLOBAL = ""  # the org label of platform-wide files in keys and AAD: no slug can be empty
 
 
@@ -147,10 +149,10 @@ class StorageHooks(Protocol):
 class TenantHandle:
     """An open tenant database.
 
-    Two ways in, each built on first use: an async engine for `AsyncSession`s (its connections
-    run in aiosqlite threads, so a session may await between statements), and a synchronous
-    engine that `TenantStore.run_sync` drives on the event loop thread itself (one whole
-    transaction, no thread hop per statement).
+    Two ways in, each built on first use: an async engine for `AsyncSession`s (a session may
+    await between statements; each statement runs on the loop thread, and a wait for another
+    writer's lock is an asyncio back-off), and a synchronous engine that `TenantStore.run_sync`
+    drives on the event loop thread itself (one whole transaction, retried if locked out).
     """
 
     org: str
@@ -168,7 +170,7 @@ class TenantHandle:
     def engine(self) -> AsyncEngine:
         """The async engine (built on first use)."""
         if self._engine is None:
-            self._engine = self.store._async_engine(self.connector)
+            self._engine = self.store._async_engine(self)
             self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
         return self._engine
 
@@ -185,11 +187,22 @@ class TenantHandle:
         assert self._sessions is not None
         return self._sessions()
 
+    def wal_is_short(self) -> bool:
+        """Whether closing now is cheap enough for the loop thread: closing the last
+        connection checkpoints the WAL into the file, and a long WAL means disk writes."""
+        try:
+            return os.path.getsize(f"{self.path}-wal") <= SHORT_WAL_BYTES
+        except OSError:
+            return True
+
     async def dispose(self) -> None:
-        """Close every connection of both engines."""
+        """Close every connection of both engines: on the loop thread when the WAL is
+        short (a thread hop costs the loop more than such a close), else in a thread."""
         if self._sync_engine is not None:
-            # Closing the last connection checkpoints the WAL (disk writes): off the loop.
-            await asyncio.to_thread(self._sync_engine.dispose)
+            if self.wal_is_short():
+                self._sync_engine.dispose()
+            else:
+                await asyncio.to_thread(self._sync_engine.dispose)
         if self._engine is not None:
             await self._engine.dispose()
 
@@ -221,7 +234,10 @@ class TenantStore:
         self._sync_cache: Any = None
         self._async_cache: Any = None
         self._sync_url = make_url("sqlite://")
-        self.busy_seconds = 10.0  # how long run_sync retries a locked file
+        self._async_url = make_url("sqlite+aiosqlite://")
+        self._sync_hook: Callable[[Any], None] | None = None
+        self._async_hook: Callable[[Any], None] | None = None
+        self.busy_seconds = 10.0  # how long a statement or run_sync retries a locked file
         self._closing: set[asyncio.Task[None]] = set()
         self.opens = 0  # cold opens, for metrics and tests
         self.peak_open = 0
@@ -304,41 +320,59 @@ class TenantStore:
 
         return TenantHandle(org, service, path, connector, self)
 
-    def _async_engine(self, connector: Callable[..., sqlcipher3.Connection]) -> AsyncEngine:
-        async def creator() -> aiosqlite.Connection:
-            return await aiosqlite.Connection(connector, iter_chunk_size=64)
+    def _async_engine(self, handle: TenantHandle) -> AsyncEngine:
+        connector = handle.connector
 
-        engine = create_async_engine(
-            "sqlite+aiosqlite://",
-            async_creator=creator,
-            poolclass=pool.AsyncAdaptedQueuePool,
-            pool_size=self.pool_size,
-            max_overflow=0,
-            pool_timeout=30,
-            # Dialect probing costs several thread round trips per engine; every tenant engine
-            # shares the dialect that the first engine probed.
-            _initialize=self._dialect is None,
-        )
+        # The aiosqlite dialect, over connections that answer on the loop thread (see
+        # hanzocloud.inline_sqlite): busy timeout 0, lock waits become asyncio back-offs.
+        async def connect() -> InlineConnection:
+            return InlineConnection(connector(busy_ms=0), busy_seconds=self.busy_seconds,
+                                    close_inline=handle.wal_is_short)
+
         if self._dialect is None:
-            self._dialect = engine.sync_engine.dialect
-            self._async_cache = engine.sync_engine._compiled_cache
-        else:
-            engine.sync_engine.dialect = self._dialect
-            engine.sync_engine._compiled_cache = self._async_cache  # one cache for all tenants
-        return engine
+            first = create_async_engine("sqlite+aiosqlite://", async_creator=connect,
+                                        poolclass=pool.AsyncAdaptedQueuePool,
+                                        pool_size=self.pool_size, max_overflow=0,
+                                        pool_timeout=30)
+            self._dialect = first.sync_engine.dialect
+            self._async_cache = first.sync_engine._compiled_cache
+            self._async_hook = self._dialect.on_connect_url(first.url)
+            return first
+        dialect, hook = self._dialect, self._async_hook
+
+        def creator() -> Any:
+            conn = dialect.dbapi.connect(async_creator_fn=connect)
+            if hook is not None:  # the dialect's own per-connection setup (SQL functions)
+                hook(conn)
+            return conn
+
+        # As for the inline engines below: the probed dialect, one statement cache, no
+        # create_engine per tenant.
+        engine = Engine(pool.AsyncAdaptedQueuePool(creator, pool_size=self.pool_size,
+                                                   max_overflow=0, timeout=30, dialect=dialect),
+                        dialect, self._async_url, query_cache_size=0)
+        engine._compiled_cache = self._async_cache
+        return AsyncEngine(engine)
 
     def _inline_engine(self, connector: Callable[..., sqlcipher3.Connection]) -> Engine:
         # run_sync never waits on a lock inside SQLite (that would block the loop): busy
         # timeout 0, and run_sync backs off and retries instead.
-        def creator() -> sqlcipher3.Connection:
-            return connector(busy_ms=0)
-
         if self._sync_dialect is None:
-            engine = create_engine("sqlite://", creator=creator, poolclass=pool.QueuePool,
-                                   pool_size=1, max_overflow=3, pool_timeout=10)
+            engine = create_engine("sqlite://", creator=lambda: connector(busy_ms=0),
+                                   poolclass=pool.QueuePool, pool_size=1, max_overflow=3,
+                                   pool_timeout=10)
             self._sync_dialect = engine.dialect
             self._sync_cache = engine._compiled_cache
+            self._sync_hook = self._sync_dialect.on_connect_url(engine.url)
             return engine
+        hook = self._sync_hook
+
+        def creator() -> sqlcipher3.Connection:
+            conn = connector(busy_ms=0)
+            if hook is not None:
+                hook(conn)
+            return conn
+
         # Every later engine shares the probed dialect and the compiled-statement cache
         # (tenants run the same statements), and skips create_engine's per-call setup.
         # One connection serves the loop thread: an inline transaction never yields, so two

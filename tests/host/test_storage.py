@@ -198,16 +198,20 @@ async def test_run_sync_waits_out_another_writer_without_blocking_the_loop(
     await store.close()
 
 
-async def test_run_sync_gives_up_on_a_lock_after_busy_seconds(tmp_path: Path,
-                                                               master: MasterKey) -> None:
+@pytest.mark.parametrize("way", ["run_sync", "session"])
+async def test_a_writer_gives_up_on_a_lock_after_busy_seconds(tmp_path: Path, master: MasterKey,
+                                                              way: str) -> None:
     store = TenantStore(tmp_path, master)
     store.busy_seconds = 0.2
     await write(store, "acme", "first")
     blocker = store.connect_sync("acme", "notes")
     blocker.execute("BEGIN IMMEDIATE")
     with pytest.raises(sqlcipher3.OperationalError, match="locked"):
-        await store.run_sync("acme", "notes", lambda c: c.exec_driver_sql(
-            "INSERT INTO t VALUES ('lost')"))
+        if way == "session":
+            await write(store, "acme", "lost")
+        else:
+            await store.run_sync("acme", "notes", lambda c: c.exec_driver_sql(
+                "INSERT INTO t VALUES ('lost')"))
     blocker.rollback()
     blocker.close()
     assert await read(store, "acme") == ["first"]  # nothing half-written
@@ -272,4 +276,75 @@ async def test_offloaded_run_sync_leaves_the_loop_free(tmp_path: Path, master: M
     assert ticks >= 10 and seen and seen[0] != loop_thread
     assert during == ["first"]
     assert await store.run_sync("acme", "notes", values) == ["first", "second"]
+    await store.close()
+
+
+async def test_sessions_run_on_the_loop_thread_without_threads_of_their_own(
+        tmp_path: Path, master: MasterKey) -> None:
+    import threading
+
+    store = TenantStore(tmp_path, master)
+    await write(store, "warm", "x")  # the first engine probes the dialect
+    before = threading.active_count()
+    for i in range(20):
+        await write(store, f"org-{i}", f"v{i}")
+        assert await read(store, f"org-{i}") == [f"v{i}"]
+    assert threading.active_count() == before  # no connection thread per tenant
+    await store.close()
+
+
+async def test_a_session_waits_out_another_sessions_write_lock(tmp_path: Path,
+                                                                master: MasterKey) -> None:
+    import asyncio
+
+    store = TenantStore(tmp_path, master)
+    await write(store, "acme", "first")
+    holder_has_lock = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:  # holds the write lock across awaits
+        async with store.session("acme", "notes") as s:
+            await s.execute(text("INSERT INTO t VALUES ('held')"))
+            holder_has_lock.set()
+            await release.wait()
+            await s.commit()
+
+    task = asyncio.create_task(holder())
+    await holder_has_lock.wait()
+    waiter = asyncio.create_task(write(store, "acme", "waited"))
+    ticks = 0
+    for _ in range(20):  # the loop keeps running while the second writer backs off
+        await asyncio.sleep(0.002)
+        ticks += 1
+    assert not waiter.done() and ticks == 20
+    release.set()
+    await asyncio.gather(task, waiter)
+    assert await read(store, "acme") == ["first", "held", "waited"]
+    await store.close()
+
+
+async def test_every_tenant_engine_gets_the_dialects_sql_functions(tmp_path: Path,
+                                                                  master: MasterKey) -> None:
+    # Later engines are assembled without create_engine; they must still run the dialect's
+    # per-connection setup (it registers REGEXP), on both ways in.
+    store = TenantStore(tmp_path, master)
+    for org in ("first", "second"):
+        await write(store, org, "abc123")
+        async with store.session(org, "notes") as s:
+            found = (await s.execute(text("SELECT v REGEXP '[0-9]+$' FROM t"))).scalar()
+        assert found == 1
+        assert await store.run_sync(org, "notes", lambda c: c.exec_driver_sql(
+            "SELECT v REGEXP '^[a-z]+$' FROM t").scalar()) == 0
+    await store.close()
+
+
+async def test_closing_checkpoints_a_short_or_long_wal(tmp_path: Path, master: MasterKey) -> None:
+    store = TenantStore(tmp_path, master)
+    for org, size in (("short", 100), ("long", 1_000_000)):  # closed on the loop / in a thread
+        await write(store, org, "x" * size)
+        handle = await store.open(org, "notes")
+        assert handle.wal_is_short() == (size < 1000)
+        await store.evict(org, "notes")
+        assert not Path(f"{handle.path}-wal").exists()  # checkpointed into the file
+        assert await read(store, org) == ["x" * size]
     await store.close()
