@@ -31,7 +31,7 @@ def _check_rules(schema: Schema, coll: Collection) -> None:
         rule = coll.rule(kind)
         if rule:
             try:
-                compile_filter(schema, coll, _SAMPLE, rule)
+                compile_filter(schema, coll, _SAMPLE, rule, rule=True)
             except InvalidArgument as exc:
                 raise InvalidArgument(f"{kind}: {exc.message}",
                                       details={"fields": {kind: {
@@ -90,5 +90,9 @@ def delete(tx: Tx, name: str) -> None:
     if users:
         raise InvalidArgument(f"collection '{coll.name}' is referenced by "
                               f"{', '.join(users)}; remove those relation fields first")
+    rest = [c for c in tx.schema.by_id.values() if c.id != coll.id]
+    schema = Schema(rest)
+    for other in rest:
+        _check_rules(schema, other)  # a rule may read this collection through @collection
     drop_collection(tx.conn, coll)
-    tx.set_schema([c for c in tx.schema.by_id.values() if c.id != coll.id])
+    tx.set_schema(rest)

@@ -7,6 +7,7 @@
     operand    := STRING | NUMBER | IDENT            (null, true, false are IDENTs here)
     OP         := = != > >= < <= ~ !~  and each of them prefixed by ? (any-of)
     IDENT      := [@]name(.name)*[:modifier]          e.g. author.name, @request.auth.id
+                  @collection.name[:alias].field(.name)*[:modifier]
 
 Strings are single- or double-quoted with backslash escapes; `//` starts a comment. The AST is
 only data: `filter_sql.py` turns it into SQLAlchemy expressions with bound parameters.
@@ -39,7 +40,7 @@ GRAMMAR = r"""
         | IDENT -> ident
 OP: "?!~" | "?!=" | "?>=" | "?<=" | "?=" | "?>" | "?<" | "?~"
   | "!=" | ">=" | "<=" | "!~" | "=" | ">" | "<" | "~"
-IDENT: /@?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*(:[A-Za-z]+)?/
+IDENT: /@?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+(:[A-Za-z0-9_]+)?)*(:[A-Za-z]+)?/
 STRING: /'(?:[^'\\]|\\.)*'/s | /"(?:[^"\\]|\\.)*"/s
 NUMBER: /-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?/
 COMMENT: /\/\/[^\n]*/
@@ -74,14 +75,17 @@ class Lit:
 
 @dataclass(frozen=True, slots=True)
 class Ident:
-    """A field path (`author.name`) or macro (`@request.auth.id`, `@now`), with a modifier."""
+    """A field path (`author.name`) or macro (`@request.auth.id`, `@now`), with a modifier;
+    `alias` names a separate join of `@collection.<name>:<alias>.…`."""
 
     path: tuple[str, ...]
     modifier: str = ""
+    alias: str = ""
 
     @property
     def text(self) -> str:
-        return ".".join(self.path) + (f":{self.modifier}" if self.modifier else "")
+        head = ".".join(self.path[:2]) + (f":{self.alias}" if self.alias else "")
+        return ".".join((head, *self.path[2:])) + (f":{self.modifier}" if self.modifier else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +129,20 @@ class _ToAst(Transformer[Token, Any]):
         text = str(token)
         if text in ("null", "true", "false"):
             return Lit({"null": None, "true": True, "false": False}[text])
-        name, _, modifier = text.partition(":")
-        if modifier and modifier not in MODIFIERS:
-            raise InvalidArgument(f"unknown modifier ':{modifier}' in filter")
-        return Ident(tuple(name.split(".")), modifier)
+        parts = text.split(".")
+        modifier = ""
+        if ":" in parts[-1]:
+            parts[-1], _, modifier = parts[-1].partition(":")
+            if modifier not in MODIFIERS:
+                raise InvalidArgument(f"unknown modifier ':{modifier}' in filter")
+        alias = ""
+        for i, part in enumerate(parts):
+            if ":" not in part:
+                continue
+            if i != 1 or parts[0] != "@collection":  # only `@collection.<name>:<alias>`
+                raise InvalidArgument(f"unexpected ':' in {text[:80]}")
+            parts[1], _, alias = part.partition(":")
+        return Ident(tuple(parts), modifier, alias)
 
     @v_args(inline=True)
     def comparison(self, left: Any, op: Token, right: Any) -> Cmp:

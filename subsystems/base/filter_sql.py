@@ -95,17 +95,30 @@ class Compiler:
     """Compiles filters for one collection under one RuleContext."""
 
     def __init__(self, schema: Schema, collection: Collection, ctx: RuleContext,
-                 table: Any | None = None) -> None:
+                 table: Any | None = None, *, rule: bool = False) -> None:
         self.schema = schema
         self.collection = collection
         self.ctx = ctx
         self.table = table if table is not None else schema.table(collection)
+        self.rule = rule
         self._names = count()
+        self._joins: dict[tuple[str, str], Any] = {}  # (collection id, alias) -> joined table
 
     def compile(self, text: str | None) -> Expr | None:
         """The boolean expression of `text`; None for an empty filter."""
         node = parse_filter(text or "")
-        return None if node is None else self.node(node)
+        if node is None:
+            return None
+        expr = self.node(node)
+        if not self._joins:
+            return expr
+        # `@collection` joins: the whole expression must hold for one combination of joined
+        # rows. The joins hang off a one-row table with LEFT JOINs, so an empty collection
+        # still yields a (NULL) row and `x = 1 || @collection.c.f ?= 2` can hold on `x` alone.
+        joined: Any = sa.select(sa.literal(1).label("one")).subquery(f"o{next(self._names)}")
+        for alias in self._joins.values():
+            joined = joined.outerjoin(alias, sa.true())
+        return sa.exists(sa.select(1).select_from(joined).where(expr))
 
     def node(self, node: Node) -> Expr:
         if isinstance(node, Group):
@@ -124,6 +137,8 @@ class Compiler:
     def _operand(self, item: Lit | Ident) -> _Resolved:
         if isinstance(item, Lit):
             return _const(item.value)
+        if item.path[0] == "@collection":
+            return self._collection(item)
         if item.path[0].startswith("@"):
             return self._macro(item)
         return self._path(self.collection, self.table, item.path, item.modifier, 0)
@@ -160,6 +175,36 @@ class Compiler:
             if head in _NUMERIC_MACROS:
                 return _const(getattr(datetime.now(UTC), _NUMERIC_MACROS[head]))
         raise InvalidArgument(f"unknown or unsupported identifier {item.text} in filter")
+
+    def _collection(self, item: Ident) -> _Resolved:
+        """`@collection.<name>[:alias].<path>`: the records of another collection (or this
+        one). With a `?` operator the comparison is on the joined record, shared by every
+        such comparison with the same name and alias; with a plain operator it must hold
+        for every record of that collection (true when it has none)."""
+        if len(item.path) < 3:
+            raise InvalidArgument(f"{item.text}: expected @collection.<name>.<field>")
+        coll = self.schema.by_name.get(item.path[1]) or self.schema.by_id.get(item.path[1])
+        if coll is None:
+            raise InvalidArgument(f"unknown collection '{item.path[1]}' in {item.text}")
+        if not (self.rule or self.ctx.is_admin or coll.rule("listRule") == ""):
+            raise InvalidArgument(f"only admins can filter by @collection.{coll.name}: its "
+                                  "list rule does not let every member see all its records")
+        rest, modifier = item.path[2:], item.modifier
+        # Resolve once so unknown names fail now, even if the operand is never used.
+        self._path(coll, self.schema.table(coll), rest, modifier, 0)
+
+        def wrap(inner: Inner, every: bool) -> Expr:
+            if every:
+                fresh = self._alias(coll)
+                cond = self._path(coll, fresh, rest, modifier, 0).wrap(inner, True)
+                return ~sa.exists(sa.select(1).select_from(fresh)
+                                  .where(sa.not_(sa.func.coalesce(cond, False))))
+            key = (coll.id, item.alias)
+            if key not in self._joins:
+                self._joins[key] = self._alias(coll)
+            return self._path(coll, self._joins[key], rest, modifier, 0).wrap(inner, False)
+
+        return _Resolved(wrap, True)
 
     def _alias(self, collection: Collection) -> Any:
         return self.schema.table(collection).alias(f"t{next(self._names)}")
@@ -289,6 +334,10 @@ def _compare(left: Value, op: str, right: Value) -> Expr:
 
 
 def compile_filter(schema: Schema, collection: Collection, ctx: RuleContext,
-                   text: str | None, *, table: Any | None = None) -> Expr | None:
-    """Compile `text` for `collection` under `ctx`; None when the filter is empty."""
-    return Compiler(schema, collection, ctx, table).compile(text)
+                   text: str | None, *, table: Any | None = None,
+                   rule: bool = False) -> Expr | None:
+    """Compile `text` for `collection` under `ctx`; None when the filter is empty.
+
+    `rule=True` for API rules (written by admins): they may read any collection through
+    `@collection`. A client's filter may do so only for collections every member can list."""
+    return Compiler(schema, collection, ctx, table, rule=rule).compile(text)

@@ -48,7 +48,8 @@ def rule_filter(tx: Tx, coll: Collection, kind: str, *, body: dict[str, Any] | N
         raise PermissionDenied("Only admins can perform this action.")
     if not rule.strip():
         return None
-    return compile_filter(tx.schema, coll, tx.ctx(body=body, method=method), rule, table=table)
+    return compile_filter(tx.schema, coll, tx.ctx(body=body, method=method), rule, table=table,
+                          rule=True)
 
 
 def list_records(tx: Tx, name: str, params: ListParams) -> dict[str, Any]:

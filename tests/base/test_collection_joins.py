@@ -1,0 +1,133 @@
+"""`@collection.<name>[:alias].<field>` in API rules and filters: membership-style rules."""
+
+from __future__ import annotations
+
+import pytest
+from cloud import Cloud
+
+from .support import Api, api_for, assert_error
+
+# Only members of a project (a `members` record linking user and project) see its tasks.
+MEMBERS = [{"name": "user", "type": "text"}, {"name": "project", "type": "text"},
+           {"name": "role", "type": "text"}]
+TASKS = [{"name": "title", "type": "text"}, {"name": "project", "type": "text"}]
+ADMINS_ONLY = {k: None for k in ("listRule", "viewRule", "createRule", "updateRule",
+                                 "deleteRule")}
+MEMBER_OF = ("@collection.members.user ?= @request.auth.id && "
+             "@collection.members.project ?= project")
+
+
+@pytest.fixture
+async def team(cloud: Cloud, api: Api) -> tuple[Api, Api]:
+    await api.collection("members", MEMBERS, **ADMINS_ONLY)
+    await api.collection("tasks", TASKS, listRule=MEMBER_OF, viewRule=MEMBER_OF)
+    for user, project, role in (("bob", "apollo", "dev"), ("eve", "gemini", "dev"),
+                                ("eve", "apollo", "guest")):
+        await api.create("members", {"user": user, "project": project, "role": role})
+    for title, project in (("launch", "apollo"), ("dock", "gemini"), ("orbit", "mercury")):
+        await api.create("tasks", {"title": title, "project": project})
+    bob = await api_for(cloud, user="bob", roles=("editor",))
+    eve = await api_for(cloud, user="eve", roles=("editor",))
+    return bob, eve
+
+
+async def titles(who: Api, **params: str) -> set[str]:
+    return {i["title"] for i in await who.items("tasks", **params)}
+
+
+async def test_a_rule_joins_another_collection_on_one_shared_row(team: tuple[Api, Api],
+                                                                   api: Api) -> None:
+    bob, eve = team
+    assert await titles(bob) == {"launch"}
+    assert await titles(eve) == {"launch", "dock"}
+    assert await titles(api) == {"launch", "dock", "orbit"}  # admins bypass rules
+    # Both comparisons hold on the same members row: bob is in apollo only, so a members row
+    # with his id and another row with project=gemini do not combine.
+    dock = next(i for i in await eve.items("tasks") if i["title"] == "dock")
+    assert_error(await bob.get(f"/collections/tasks/records/{dock['id']}"), 404)
+    assert (await eve.get(f"/collections/tasks/records/{dock['id']}")).status_code == 200
+
+
+async def test_aliases_make_separate_joins(cloud: Cloud, api: Api,
+                                           team: tuple[Api, Api]) -> None:
+    bob, eve = team
+    # Visible when the caller is a dev of the project, and someone else (any row) is a guest
+    # of it: two joins of `members`.
+    rule = (MEMBER_OF + " && @collection.members.role ?= 'dev' && "
+            "@collection.members:other.project ?= project && "
+            "@collection.members:other.role ?= 'guest'")
+    r = await api.patch("/collections/tasks", {"listRule": rule})
+    assert r.status_code == 200, r.text
+    assert await titles(bob) == {"launch"}  # eve is a guest of apollo
+    assert await titles(eve) == set()  # in gemini nobody is a guest; in apollo eve is one
+
+
+async def test_a_plain_operator_must_hold_for_every_record(team: tuple[Api, Api],
+                                                             api: Api) -> None:
+    bob, _ = team
+    # Every members row has a non-empty role, so this holds; then one row breaks it.
+    r = await api.patch("/collections/tasks", {"listRule": "@collection.members.role != ''"})
+    assert r.status_code == 200, r.text
+    assert await titles(bob) == {"launch", "dock", "orbit"}
+    await api.create("members", {"user": "zed", "project": "apollo", "role": ""})
+    assert await titles(bob) == set()
+
+
+async def test_an_empty_collection_still_lets_other_branches_hold(cloud: Cloud,
+                                                                  api: Api) -> None:
+    await api.collection("members", MEMBERS)
+    await api.collection("tasks", TASKS, listRule=f"project = 'open' || ({MEMBER_OF})")
+    await api.create("tasks", {"title": "public", "project": "open"})
+    await api.create("tasks", {"title": "secret", "project": "apollo"})
+    bob = await api_for(cloud, user="bob", roles=("editor",))
+    assert await titles(bob) == {"public"}
+
+
+async def test_client_filters_may_join_only_collections_every_member_can_list(
+        team: tuple[Api, Api], api: Api) -> None:
+    bob, _ = team
+    joined = "@collection.members.user ?= @request.auth.id"
+    r = await bob.get("/collections/tasks/records", filter=joined)
+    assert "only admins" in assert_error(r, 400)["message"]  # members' list rule is null
+    assert await titles(api, filter="@collection.members.project ?= project && "
+                                    "@collection.members.role ?= 'guest'") == {"launch"}
+    await api.patch("/collections/members", {"listRule": ""})
+    assert await titles(bob, filter="@collection.members.role ?= 'guest' && "
+                                    "@collection.members.project ?= project") == {"launch"}
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("@collection.nothing.user ?= @request.auth.id", "unknown collection 'nothing'"),
+    ("@collection.members.nope ?= 1", "unknown field 'nope'"),
+    ("@collection.members ?= 1", "expected @collection.<name>.<field>"),
+    ("@collection.members:a:b.user ?= 1", "invalid filter"),
+    ("tags.members:x.user ?= 1", "unexpected ':'"),
+])
+async def test_bad_references_are_400_before_the_rule_is_saved(team: tuple[Api, Api], api: Api,
+                                                               rule: str, message: str) -> None:
+    r = await api.patch("/collections/tasks", {"listRule": rule})
+    assert message in assert_error(r, 400)["message"]
+    assert (await api.get("/collections/tasks")).json()["listRule"] == MEMBER_OF
+
+
+async def test_a_collection_a_rule_reads_cannot_be_renamed_or_deleted(
+        team: tuple[Api, Api], api: Api) -> None:
+    bob, _ = team
+    assert "listRule" in assert_error(await api.delete("/collections/members"), 400)["message"]
+    r = await api.patch("/collections/members", {"name": "people"})
+    assert "listRule" in assert_error(r, 400)["message"]
+    assert await titles(bob) == {"launch"}  # nothing changed
+
+
+async def test_realtime_events_follow_a_joined_view_rule(cloud: Cloud,
+                                                         team: tuple[Api, Api], api: Api) -> None:
+    from .test_realtime import PATH, SseStream, _connect
+
+    bob, _ = team
+    async with SseStream(cloud.host.public, PATH, {}) as stream:
+        client_id = await _connect(stream)
+        await bob.post("/realtime", {"clientId": client_id, "subscriptions": ["tasks/*"]})
+        await api.create("tasks", {"title": "not bob's", "project": "gemini"})
+        mine = await api.create("tasks", {"title": "bob's", "project": "apollo"})
+        _, _, data = await stream.event()
+    assert (data["action"], data["record"]["id"]) == ("create", mine["id"])
