@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from itertools import count
 from typing import Any
 
 import sqlalchemy as sa
 
 from hanzocloud.errors import InvalidArgument
-from subsystems.base.collections import Collection
+from subsystems.base.collections import Collection, Schema
 
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 500
@@ -44,24 +47,81 @@ def _flag(raw: str | None) -> bool:
     return (raw or "").lower() in ("1", "true", "t", "yes")
 
 
+EXCERPT = re.compile(r"excerpt\(\s*(\d{1,6})\s*(?:,\s*(true|false|1|0)\s*)?\)")
+
+
+def _items(raw: str) -> list[str]:
+    """Split a comma list, except inside parentheses (`a,b:excerpt(200,true)`)."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(raw):
+        depth += (char == "(") - (char == ")")
+        if char == "," and depth == 0:
+            items.append(raw[start:i])
+            start = i + 1
+    items.append(raw[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
 def parse_tree(raw: str | None, *, depth: int = MAX_EXPAND_DEPTH, what: str) -> Tree:
-    """`a,b.c,b.d` -> {"a": {}, "b": {"c": {}, "d": {}}}."""
+    """`a,b.c,b.d` -> {"a": {}, "b": {"c": {}, "d": {}}}.
+
+    In `fields`, a last part `name:excerpt(N[, true])` asks for a plain-text excerpt of at
+    most N characters (with "..." when cut and the flag is true): it is kept in the tree as
+    an extra key `:excerpt:N:1` under the name, a key no field can have."""
     tree: Tree = {}
     if not raw:
         return tree
     if len(raw) > 2000:
         raise InvalidArgument(f"{what} is too long")
-    for item in raw.split(","):
-        item = item.strip()
-        if not item:
-            continue
+    for item in _items(raw):
         parts = item.split(".")
         if len(parts) > depth:
             raise InvalidArgument(f"{what} '{item[:100]}' is deeper than {depth} levels")
         node = tree
-        for part in parts:
+        for part in parts[:-1]:
             node = node.setdefault(part.split(":", 1)[0].strip(), {})
+        name, _, modifier = parts[-1].partition(":")
+        node = node.setdefault(name.strip(), {})
+        found = EXCERPT.fullmatch(modifier.strip()) if what == "fields" and modifier else None
+        if found:
+            ellipsis = found.group(2) in ("true", "1")
+            node[f":excerpt:{int(found.group(1))}:{int(ellipsis)}"] = {}
+        elif modifier and what == "fields":
+            raise InvalidArgument(f"fields: unknown modifier ':{modifier[:40]}' "
+                                  "(only :excerpt(maxLength[, withEllipsis]))")
     return tree
+
+
+class _Text(HTMLParser):
+    """Collects the text of an HTML fragment (scripts and styles left out)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        self._skip += tag in ("script", "style")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._skip -= tag in ("script", "style") and self._skip > 0
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def excerpt(value: Any, length: int, ellipsis: bool) -> Any:
+    """Plain text of `value` (HTML tags dropped, whitespace collapsed), cut to `length`."""
+    if not isinstance(value, str):
+        return value
+    reader = _Text()
+    reader.feed(value)
+    reader.close()
+    text = " ".join("".join(reader.parts).split())
+    if len(text) <= length:
+        return text
+    return text[:length].rstrip() + ("..." if ellipsis else "")
 
 
 def parse_list_params(q: Mapping[str, str]) -> ListParams:
@@ -80,9 +140,47 @@ def parse_fields(raw: str | None) -> Tree | None:
     return parse_tree(raw, depth=10, what="fields") if raw else None
 
 
-def order_by(collection: Collection, table: Any, sort: str) -> list[Any]:
-    """ORDER BY clauses for PocketBase's `sort` (`-created,title`, `@random`)."""
+_SEGMENT = re.compile(r"[A-Za-z0-9_]{1,64}", re.ASCII)
+MAX_SORT_HOPS = 6
+
+
+def _sort_key(schema: Schema, coll: Collection, table: Any, path: list[str], admin: bool,
+              names: Iterator[int], hops: int = 0) -> Any:
+    """The value a sort path names: a column, a JSON path in a json field, or a field of the
+    record a single relation points to (a scalar subquery, NULL when the relation is empty)."""
+    name, rest = path[0], path[1:]
+    if name in ("id", "created", "updated"):
+        if rest:
+            raise InvalidArgument(f"cannot sort by '{'.'.join(path)}': '{name}' has no sub-fields")
+        return table.c[name]
+    f = coll.field(name)
+    if f is None:
+        raise InvalidArgument(f"cannot sort by '{name[:64]}': no such field in '{coll.name}'")
+    if f.hidden and not admin:
+        raise InvalidArgument(f"cannot sort by '{name}': the field is hidden")
+    col = table.c[f.name]
+    if not rest:
+        return col
+    if f.type == "json":
+        return sa.func.json_extract(col, "$" + "".join(
+            f"[{p}]" if p.isdigit() else f".{p}" for p in rest))
+    if f.type != "relation" or f.multi:
+        raise InvalidArgument(f"cannot sort by '{'.'.join(path)}': only a single relation or a "
+                              "json field has sub-fields to sort by")
+    if hops >= MAX_SORT_HOPS:
+        raise InvalidArgument(f"sort paths are limited to {MAX_SORT_HOPS} relation hops")
+    target = schema.by_id[f.target]
+    alias = schema.table(target).alias(f"s{next(names)}")
+    inner = _sort_key(schema, target, alias, rest, admin, names, hops + 1)
+    return sa.select(inner).where(alias.c.id == col).scalar_subquery()
+
+
+def order_by(schema: Schema, collection: Collection, table: Any, sort: str, *,
+             admin: bool = False) -> list[Any]:
+    """ORDER BY clauses for PocketBase's `sort` (`-created,title`, `author.name`, `@random`);
+    a hidden field only for admins."""
     clauses: list[Any] = []
+    names = count()
     for item in (s.strip() for s in sort.split(",")):
         if not item:
             continue
@@ -95,11 +193,10 @@ def order_by(collection: Collection, table: Any, sort: str) -> list[Any]:
             clauses.append(sa.literal_column("rowid").desc() if desc else
                            sa.literal_column("rowid"))
             continue
-        f = collection.field(name)
-        if name not in ("id", "created", "updated") and f is None:
-            raise InvalidArgument(f"cannot sort by '{name[:64]}': no such field in "
-                                  f"'{collection.name}'")
-        col = table.c[name]
+        path = name.split(".")
+        if not all(_SEGMENT.fullmatch(p) for p in path):
+            raise InvalidArgument(f"cannot sort by '{name[:64]}': not a field path")
+        col = _sort_key(schema, collection, table, path, admin, names)
         clauses.append(col.desc() if desc else col.asc())
     if len(clauses) > 10:
         raise InvalidArgument("sort accepts at most 10 fields")
@@ -116,4 +213,12 @@ def pick(data: Any, tree: Tree | None) -> Any:
     if not isinstance(data, dict):
         return data
     keys = list(data) if "*" in tree else [k for k in tree if k in data]
-    return {k: pick(data[k], tree.get(k)) for k in keys}
+    return {k: _picked(data[k], tree.get(k)) for k in keys}
+
+
+def _picked(value: Any, tree: Tree | None) -> Any:
+    for key in tree or ():
+        if key.startswith(":excerpt:"):
+            _, _, length, flag = key.split(":")
+            return excerpt(value, int(length), flag == "1")
+    return pick(value, tree)

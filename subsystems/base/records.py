@@ -60,7 +60,8 @@ def list_records(tx: Tx, name: str, params: ListParams) -> dict[str, Any]:
                          compile_filter(tx.schema, coll, tx.ctx(), params.filter)) if c is not None]
     # The total rides along as a window count (computed before LIMIT): one query, not two.
     columns = [table] if params.skip_total else [table, sa.func.count().over().label("_total")]
-    query = sa.select(*columns).where(*conds).order_by(*order_by(coll, table, params.sort))
+    ordering = order_by(tx.schema, coll, table, params.sort, admin=tx.admin)
+    query = sa.select(*columns).where(*conds).order_by(*ordering)
     query = query.limit(params.per_page).offset((params.page - 1) * params.per_page)
     rows = tx.conn.execute(query).all()
     items = [present(tx, coll, r) for r in rows]

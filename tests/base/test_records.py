@@ -6,10 +6,11 @@ import re
 from typing import Any
 
 import pytest
+from cloud import Cloud
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .support import API, Api, assert_error
+from .support import API, Api, api_for, assert_error
 
 DATE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -142,15 +143,36 @@ async def test_pagination_and_totals(api: Api, posts: dict[str, str]) -> None:
     ("-views", ["p4", "p3", "p2", "p1", "p0"]),
     ("published,-views", ["p3", "p1", "p4", "p2", "p0"]),
     ("+title", ["p0", "p1", "p2", "p3", "p4"]),
-], ids=["desc", "multi", "plus"])
+    # Ann's posts, then Bob's; by views within each author.
+    ("author.name,-views", ["p4", "p1", "p0", "p3", "p2"]),
+    # Two hops: Ann's org is Home, Bob has none (NULL sorts first ascending, last descending).
+    ("-author.org.name,title", ["p0", "p1", "p4", "p2", "p3"]),
+    ("-meta.n", ["p4", "p3", "p2", "p1", "p0"]),
+], ids=["desc", "multi", "plus", "relation", "two-hops", "json"])
 async def test_sort(api: Api, posts: dict[str, str], sort: str, titles: list[str]) -> None:
     assert [i["title"] for i in await api.items("posts", sort=sort)] == titles
 
 
 async def test_random_sort_and_bad_sort(api: Api, posts: dict[str, str]) -> None:
     assert len(await api.items("posts", sort="@random")) == 5
-    assert "cannot sort" in assert_error(
-        await api.get("/collections/posts/records", sort="nosuch"), 400)["message"]
+    for bad, needle in (("nosuch", "no such field"), ("author.nosuch", "no such field"),
+                        ("tags.x", "only a single relation"), ("title.x", "only a single"),
+                        ("id.x", "no sub-fields"), ("author..name", "not a field path"),
+                        ("meta.$x", "not a field path"),
+                        (".".join(["author"] + ["org"] * 7 + ["name"]), "limited to 6")):
+        r = await api.get("/collections/posts/records", sort=bad)
+        assert needle in assert_error(r, 400)["message"], bad
+
+
+async def test_hidden_fields_sort_only_for_admins(cloud: Cloud, api: Api) -> None:
+    await api.collection("people", [{"name": "name", "type": "text"},
+                                    {"name": "salary", "type": "number", "hidden": True}])
+    for name, salary in (("a", 3), ("b", 1), ("c", 2)):
+        await api.create("people", {"name": name, "salary": salary})
+    assert [i["name"] for i in await api.items("people", sort="salary")] == ["b", "c", "a"]
+    bob = await api_for(cloud, user="bob", roles=("editor",))
+    r = await bob.get("/collections/people/records", sort="-salary")
+    assert "hidden" in assert_error(r, 400)["message"]
 
 
 async def test_fields_and_nested_expand(api: Api, posts: dict[str, str]) -> None:
@@ -258,3 +280,18 @@ async def test_quotes_inside_strings_are_data(api: Api, posts: dict[str, str]) -
     await api.create("posts", {"title": "it's \"quoted\" -- ; DROP"})
     items = await api.items("posts", filter="title = 'it\\'s \"quoted\" -- ; DROP'")
     assert [i["title"] for i in items] == ["it's \"quoted\" -- ; DROP"]
+
+
+async def test_fields_excerpt_modifier(api: Api) -> None:
+    await api.collection("articles", [{"name": "body", "type": "text"},
+                                      {"name": "n", "type": "number"}])
+    html = "<p>Hello <b>big</b>\n  world &amp; friends</p><script>alert(1)</script>"
+    made = await api.create("articles", {"body": html, "n": 1})
+    got = await api.items("articles", fields="id,body:excerpt(15,true),n:excerpt(2)")
+    assert got == [{"id": made["id"], "body": "Hello big world...", "n": 1}]
+    one = (await api.get(f"/collections/articles/records/{made['id']}",
+                         fields="*,body:excerpt(200)")).json()
+    assert one["body"] == "Hello big world & friends" and one["n"] == 1
+    for bad in ("body:excerpt", "body:excerpt(x)", "body:upper", "body:excerpt(10,maybe)"):
+        r = await api.get("/collections/articles/records", fields=bad)
+        assert "unknown modifier" in assert_error(r, 400)["message"], bad
