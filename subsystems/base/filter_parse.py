@@ -63,7 +63,7 @@ def warm_up() -> None:
     _parser()
 
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
-MODIFIERS = ("lower", "length", "isset")
+MODIFIERS = ("lower", "length", "isset", "each")
 
 
 @dataclass(frozen=True, slots=True)

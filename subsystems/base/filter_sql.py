@@ -235,7 +235,10 @@ class Compiler:
         if f.multi:
             if modifier == "length":
                 return self._column(sa.func.json_array_length(col), "number", "")
-            return self._each(col, f, modifier)
+            # `:each` spells out what a multi field's plain operators already mean.
+            return self._each(col, f, "" if modifier == "each" else modifier)
+        if modifier == "each":
+            raise InvalidArgument(f"':each' needs a multi-valued field; '{name}' holds one value")
         return self._column(col, f.type, modifier)
 
     def _column(self, col: Expr, ftype: str, modifier: str) -> _Resolved:

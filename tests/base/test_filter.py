@@ -50,6 +50,9 @@ MATCHES = [
     ("tags ?= 'a'", {"p0", "p1"}),
     ("tags ?!= 'a'", {"p1", "p2", "p4"}),
     ("tags = 'c'", {"p2", "p3"}),  # every value is 'c' (vacuously true for [])
+    ("tags:each = 'c'", {"p2", "p3"}),  # :each is the plain operator's meaning, spelled out
+    ("tags:each != 'c'", {"p0", "p1", "p3"}),
+    ("tags:each ?= 'b'", {"p1", "p4"}),
     ("tags:length = 2", {"p1", "p4"}),
     ("tags:length = 0", {"p3"}),
     ("author.name = 'Ann'", {"p0", "p1", "p4"}),
@@ -98,6 +101,8 @@ BAD = [
     ("@collection.users.id = 1", "unknown collection 'users'"),
     ("@request.nothing = 1", "unsupported identifier"),
     ("title:bogus = 1", "unknown modifier"),
+    ("title:each = 'x'", "needs a multi-valued field"),
+    ("@request.auth.id:each = 'x'", "not supported"),
     ("views = 'unterminated", "unexpected"),
     ("views ~~ 1", "unexpected"),
     ("; DROP TABLE x", "unexpected"),
