@@ -27,23 +27,29 @@ import sqlcipher3
 _RETRYABLE = frozenset({5, 261, 6})
 
 
-async def _patiently(call: Callable[..., Any], *args: Any, busy_seconds: float) -> Any:
-    try:  # the common case: no lock in the way, no timing, no loop
-        return call(*args)
-    except sqlcipher3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorcode", None) not in _RETRYABLE:
-            raise
-    delay = 0.001
-    deadline = time.monotonic() + busy_seconds
+async def patiently(call: Callable[[], Any], *, retry: Callable[[Exception], bool],
+                    seconds: float, offload: bool = False) -> Any:
+    """Return `call()` (run in a worker thread if `offload`). While it raises an error that
+    `retry` accepts (another writer holds the file), back off 1 → 50 ms on the loop and call
+    again, for up to `seconds` after the first refusal; then the last error is raised. Both
+    the store's `run_sync` and every inline statement wait for locks this way."""
+    delay, deadline = 0.001, 0.0
     while True:
-        await asyncio.sleep(delay)
-        try:
-            return call(*args)
-        except sqlcipher3.OperationalError as exc:
-            if (getattr(exc, "sqlite_errorcode", None) not in _RETRYABLE
-                    or time.monotonic() + delay > deadline):
+        try:  # the common case: no lock in the way, no timing
+            return await asyncio.to_thread(call) if offload else call()
+        except Exception as exc:
+            if not retry(exc):
                 raise
+            deadline = deadline or time.monotonic() + seconds
+            if time.monotonic() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def _locked(exc: Exception) -> bool:
+    return (isinstance(exc, sqlcipher3.OperationalError)
+            and getattr(exc, "sqlite_errorcode", None) in _RETRYABLE)
 
 
 class InlineCursor:
@@ -82,12 +88,14 @@ class InlineCursor:
         self._cursor.arraysize = value
 
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> InlineCursor:
-        await _patiently(self._cursor.execute, sql, parameters, busy_seconds=self._busy_seconds)
+        await patiently(lambda: self._cursor.execute(sql, parameters), retry=_locked,
+                        seconds=self._busy_seconds)
         return self
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> InlineCursor:
         rows = list(rows)  # a retry must see the same rows again
-        await _patiently(self._cursor.executemany, sql, rows, busy_seconds=self._busy_seconds)
+        await patiently(lambda: self._cursor.executemany(sql, rows), retry=_locked,
+                        seconds=self._busy_seconds)
         return self
 
     async def fetchone(self) -> Any:
@@ -119,7 +127,7 @@ class InlineConnection:
     """What the dialect calls on an aiosqlite connection, answered on the loop thread."""
 
     def __init__(self, conn: sqlcipher3.Connection, *, busy_seconds: float,
-                 close_inline: Callable[[], bool] = lambda: False) -> None:
+                 close_inline: Callable[[], bool]) -> None:
         self._conn = conn
         self._close_inline = close_inline
         self._connection: sqlcipher3.Connection | None = conn  # the dialect checks it is open
@@ -140,7 +148,7 @@ class InlineConnection:
         self._conn.create_function(*args, **kw)
 
     async def commit(self) -> None:
-        await _patiently(self._conn.commit, busy_seconds=self._busy_seconds)
+        await patiently(self._conn.commit, retry=_locked, seconds=self._busy_seconds)
 
     async def rollback(self) -> None:
         self._conn.rollback()

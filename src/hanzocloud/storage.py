@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import (
 
 from hanzocloud import metrics
 from hanzocloud.errors import InvalidArgument
-from hanzocloud.inline_sqlite import InlineConnection
+from hanzocloud.inline_sqlite import InlineConnection, patiently
 from hanzocloud.keys import MasterKey, lp, new_dek, unwrap_dek, wrap_dek
 
 log = structlog.get_logger("hanzocloud.storage")
@@ -119,6 +119,10 @@ def is_busy(exc: BaseException) -> bool:
     SQLite result code, extended codes included, is BUSY or LOCKED."""
     code = getattr(getattr(exc, "orig", None) or exc, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+def _busy(exc: Exception) -> bool:
+    return isinstance(exc, OPERATIONAL_ERRORS) and is_busy(exc)
 
 
 def connect_sqlcipher(path: Path, dek: bytes, *, busy_ms: int = 10_000) -> sqlcipher3.Connection:
@@ -460,16 +464,8 @@ class TenantStore:
                 return result
 
         try:
-            delay = 0.001
-            deadline = time.monotonic() + self.busy_seconds
-            while True:
-                try:
-                    return await asyncio.to_thread(attempt) if offload else attempt()
-                except OPERATIONAL_ERRORS as exc:
-                    if not is_busy(exc) or time.monotonic() + delay > deadline:
-                        raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
+            return await patiently(attempt, retry=_busy, seconds=self.busy_seconds,
+                                   offload=offload)
         finally:
             handle.users -= 1
             handle.last_used = time.monotonic()

@@ -9,7 +9,7 @@ matches", the `?` form means "at least one value matches" (PocketBase's semantic
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -224,8 +224,7 @@ class Compiler:
             raise InvalidArgument(f"field '{name}' is hidden and cannot be filtered")
         col = table.c[f.name]
         if f.type == "json" and rest:
-            json_path = "$" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in rest)
-            return self._column(sa.func.json_extract(col, json_path), "json", modifier)
+            return self._column(json_extract(col, rest), "json", modifier)
         if f.type == "relation" and rest:
             if hops >= MAX_HOPS:
                 raise InvalidArgument(f"relation paths are limited to {MAX_HOPS} hops")
@@ -287,6 +286,12 @@ class Compiler:
             return sa.exists(sa.select(1).select_from(joined).where(cond))
 
         return _Resolved(wrap, True)
+
+
+def json_extract(col: Expr, path: Sequence[str]) -> Expr:
+    """The value at `path` (`a.b.0`) inside a json column."""
+    return sa.func.json_extract(col, "$" + "".join(
+        f"[{p}]" if p.isdigit() else f".{p}" for p in path))
 
 
 def _lowered(value: Any, modifier: str) -> Any:

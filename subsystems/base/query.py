@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from hanzocloud.errors import InvalidArgument
 from subsystems.base.collections import Collection, Schema
+from subsystems.base.filter_sql import MAX_HOPS, json_extract
 
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 500
@@ -141,7 +142,6 @@ def parse_fields(raw: str | None) -> Tree | None:
 
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_]{1,64}", re.ASCII)
-MAX_SORT_HOPS = 6
 
 
 def _sort_key(schema: Schema, coll: Collection, table: Any, path: list[str], admin: bool,
@@ -162,13 +162,12 @@ def _sort_key(schema: Schema, coll: Collection, table: Any, path: list[str], adm
     if not rest:
         return col
     if f.type == "json":
-        return sa.func.json_extract(col, "$" + "".join(
-            f"[{p}]" if p.isdigit() else f".{p}" for p in rest))
+        return json_extract(col, rest)
     if f.type != "relation" or f.multi:
         raise InvalidArgument(f"cannot sort by '{'.'.join(path)}': only a single relation or a "
                               "json field has sub-fields to sort by")
-    if hops >= MAX_SORT_HOPS:
-        raise InvalidArgument(f"sort paths are limited to {MAX_SORT_HOPS} relation hops")
+    if hops >= MAX_HOPS:
+        raise InvalidArgument(f"sort paths are limited to {MAX_HOPS} relation hops")
     target = schema.by_id[f.target]
     alias = schema.table(target).alias(f"s{next(names)}")
     inner = _sort_key(schema, target, alias, rest, admin, names, hops + 1)
