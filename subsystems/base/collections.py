@@ -8,6 +8,7 @@ validated (`util.NAME_RE`) before they reach any DDL, and SQLAlchemy quotes them
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +119,9 @@ class Schema:
         self.by_name = {c.name: c for c in collections}
         self.metadata = sa.MetaData()
         self.tables = {c.id: build_table(c, self.metadata) for c in collections}
+        # Statements compiled for this schema (subsystems.base.prepared): a new schema, a
+        # fresh cache.
+        self.prepared: dict[Hashable, Any] = {}
 
     def get(self, id_or_name: str) -> Collection:
         """The collection by name or id; 404 if missing."""

@@ -48,7 +48,8 @@ def expand_records(tx: Tx, coll: Collection, records: list[dict[str, Any]], tree
         query = sa.select(table).where(table.c.id.in_(unique))
         if cond is not None:
             query = query.where(cond)
-        found = {r._mapping["id"]: present(tx, target, r) for r in tx.conn.execute(query)}
+        found = {r._mapping["id"]: present(tx, target, r._mapping)
+                 for r in tx.conn.execute(query)}
         if subtree:
             expand_records(tx, target, list(found.values()), subtree, depth + 1)
         for record in records:

@@ -341,6 +341,21 @@ def _compare(left: Value, op: str, right: Value) -> Expr:
             "<": left.sql < right.sql, "<=": left.sql <= right.sql}[op]
 
 
+def reads_clock(text: str | None) -> bool:
+    """Whether `text` uses a time macro (`@now`, `@todayStart`, `@hour`, …), so that what
+    it compiles to changes with the clock. Raises InvalidArgument on a syntax error."""
+    node = parse_filter(text or "")
+    return node is not None and _reads_clock(node)
+
+
+def _reads_clock(node: Node) -> bool:
+    if isinstance(node, Group):
+        return any(_reads_clock(child) for child in node.items)
+    return any(isinstance(side, Ident) and side.path[0].startswith("@")
+               and side.path[0] not in ("@request", "@collection")
+               for side in (node.left, node.right))
+
+
 def compile_filter(schema: Schema, collection: Collection, ctx: RuleContext,
                    text: str | None, *, table: Any | None = None,
                    rule: bool = False) -> Expr | None:

@@ -9,6 +9,7 @@ record must match (list: rows are filtered; view/update/delete: 404; create: 400
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import msgspec
@@ -20,14 +21,15 @@ from subsystems.base.collections import Collection
 from subsystems.base.expand import expand_records
 from subsystems.base.fields import Field, FieldError
 from subsystems.base.filter_sql import compile_filter
+from subsystems.base.prepared import Prepared, cached, caller_key, prepare
 from subsystems.base.query import ListParams, Tree, order_by, pick
 from subsystems.base.store import Event, Tx, unique_violation
 from subsystems.base.util import new_id, now_text, valid_id
 
 
-def present(tx: Tx, coll: Collection, row: Any) -> dict[str, Any]:
-    """A table row as PocketBase's record JSON (hidden fields only for admins)."""
-    data = row._mapping
+def present(tx: Tx, coll: Collection, data: Mapping[Any, Any]) -> dict[str, Any]:
+    """A table row (as a mapping) as PocketBase's record JSON (hidden fields only for
+    admins)."""
     out: dict[str, Any] = {"collectionId": coll.id, "collectionName": coll.name,
                            "id": data["id"], "created": data["created"],
                            "updated": data["updated"]}
@@ -52,18 +54,47 @@ def rule_filter(tx: Tx, coll: Collection, kind: str, *, body: dict[str, Any] | N
                           rule=True)
 
 
+def _rule_text(tx: Tx, coll: Collection, kind: str) -> str | None:
+    """The rule text a non-admin's query compiles (admins bypass rules)."""
+    return None if tx.admin else coll.rule(kind)
+
+
+def _rows(tx: Tx, key: Hashable, texts: tuple[str | None, ...],
+          build: Callable[[], sa.Select[Any]], **given: Any) -> list[dict[str, Any]]:
+    """Run the query `build` makes, prepared once per `key` (see subsystems.base.prepared);
+    `given` are the values of its `bindparam` slots."""
+    query: list[sa.Select[Any]] = []  # built at most once, even when it cannot be prepared
+
+    def compile_it() -> Prepared | None:
+        query.append(build())
+        return prepare(query[0], tx.conn.dialect, slots=tuple(given))
+
+    found = cached(tx.schema, key, texts, compile_it)
+    if found is not None:
+        return found.rows(tx.conn, **given)
+    return [dict(r._mapping) for r in tx.conn.execute(query[0] if query else build(), given)]
+
+
 def list_records(tx: Tx, name: str, params: ListParams) -> dict[str, Any]:
     """One page of records matching the list rule and the filter."""
     coll = tx.schema.get(name)
     table = tx.schema.table(coll)
-    conds = [c for c in (rule_filter(tx, coll, "listRule"),
-                         compile_filter(tx.schema, coll, tx.ctx(), params.filter)) if c is not None]
-    # The total rides along as a window count (computed before LIMIT): one query, not two.
-    columns = [table] if params.skip_total else [table, sa.func.count().over().label("_total")]
-    ordering = order_by(tx.schema, coll, table, params.sort, admin=tx.admin)
-    query = sa.select(*columns).where(*conds).order_by(*ordering)
-    query = query.limit(params.per_page).offset((params.page - 1) * params.per_page)
-    rows = tx.conn.execute(query).all()
+
+    def conditions() -> list[Any]:
+        return [c for c in (rule_filter(tx, coll, "listRule"),
+                            compile_filter(tx.schema, coll, tx.ctx(), params.filter))
+                if c is not None]
+
+    def build() -> sa.Select[Any]:
+        # The total rides along as a window count (computed before LIMIT): one query.
+        columns = [table] if params.skip_total else [table, sa.func.count().over().label("_total")]
+        ordering = order_by(tx.schema, coll, table, params.sort, admin=tx.admin)
+        query = sa.select(*columns).where(*conditions()).order_by(*ordering)
+        return query.limit(params.per_page).offset((params.page - 1) * params.per_page)
+
+    key = ("list", coll.id, caller_key(tx.identity), params.filter, params.sort, params.page,
+           params.per_page, params.skip_total)
+    rows = _rows(tx, key, (_rule_text(tx, coll, "listRule"), params.filter), build)
     items = [present(tx, coll, r) for r in rows]
     if params.expand:
         expand_records(tx, coll, items, params.expand)
@@ -71,30 +102,37 @@ def list_records(tx: Tx, name: str, params: ListParams) -> dict[str, Any]:
         total, pages = -1, -1
     else:
         if rows:
-            total = rows[0]._mapping["_total"]
+            total = rows[0]["_total"]
         elif params.page == 1:
             total = 0
         else:  # a page past the end has no row to carry the total
             total = tx.conn.execute(sa.select(sa.func.count()).select_from(table)
-                                    .where(*conds)).scalar_one()
+                                    .where(*conditions())).scalar_one()
         pages = math.ceil(total / params.per_page)
     return {"page": params.page, "perPage": params.per_page, "totalItems": total,
             "totalPages": pages, "items": pick(items, params.fields)}
 
 
 def _fetch(tx: Tx, coll: Collection, record_id: str, kind: str, *,
-           body: dict[str, Any] | None = None, method: str = "GET") -> Any:
+           body: dict[str, Any] | None = None, method: str = "GET") -> dict[str, Any]:
+    """The record `record_id` as a row mapping, if the `kind` rule lets the caller at it."""
     if not valid_id(record_id):
         raise NotFound("The requested resource wasn't found.")
     table = tx.schema.table(coll)
-    cond = rule_filter(tx, coll, kind, body=body, method=method)
-    query = sa.select(table).where(table.c.id == record_id)
-    if cond is not None:
-        query = query.where(cond)
-    row = tx.conn.execute(query).first()
-    if row is None:
+
+    def build() -> sa.Select[Any]:
+        cond = rule_filter(tx, coll, kind, body=body, method=method)
+        query = sa.select(table).where(table.c.id == sa.bindparam("record_id", "", sa.Text))
+        return query if cond is None else query.where(cond)
+
+    if body is None:  # the rule reads no body: the query depends on the caller only
+        key = ("one", coll.id, kind, method, caller_key(tx.identity))
+        rows = _rows(tx, key, (_rule_text(tx, coll, kind),), build, record_id=record_id)
+    else:
+        rows = [dict(r._mapping) for r in tx.conn.execute(build(), {"record_id": record_id})]
+    if not rows:
         raise NotFound("The requested resource wasn't found.")
-    return row
+    return rows[0]
 
 
 def view_record(tx: Tx, name: str, record_id: str, *, expand: Tree | None = None,
@@ -222,7 +260,7 @@ def create_record(tx: Tx, name: str, body: Any) -> dict[str, Any]:
     table = tx.schema.table(coll)
     _save(tx, table.insert().values(id=record_id, created=now, updated=now, **values))
     cond = rule_filter(tx, coll, "createRule", body=body, method="POST")
-    row = tx.conn.execute(sa.select(table).where(table.c.id == record_id)).one()
+    row = tx.conn.execute(sa.select(table).where(table.c.id == record_id)).one()._mapping
     if cond is not None and tx.conn.execute(
             sa.select(1).select_from(table).where(table.c.id == record_id, cond)).first() is None:
         raise InvalidArgument("Failed to create record: the create rule does not allow it.")
@@ -244,12 +282,12 @@ def update_record(tx: Tx, name: str, record_id: str, body: Any) -> dict[str, Any
     body = _body(body)
     coll = tx.schema.get(name)
     row = _fetch(tx, coll, record_id, "updateRule", body=body, method="PATCH")
-    current = {f.name: f.present(row._mapping[f.name]) for f in coll.fields}
+    current = {f.name: f.present(row[f.name]) for f in coll.fields}
     values = _values(tx, coll, body, current)
     table = tx.schema.table(coll)
     _save(tx, table.update().where(table.c.id == record_id).values(updated=now_text(), **values))
     record = present(tx, coll, tx.conn.execute(
-        sa.select(table).where(table.c.id == record_id)).one())
+        sa.select(table).where(table.c.id == record_id)).one()._mapping)
     _announce(tx, "update", coll, record)
     return record
 
@@ -261,7 +299,7 @@ def delete_record(tx: Tx, name: str, record_id: str) -> None:
     _delete(tx, coll, row, depth=0)
 
 
-def _delete(tx: Tx, coll: Collection, row: Any, depth: int) -> None:
+def _delete(tx: Tx, coll: Collection, row: Mapping[Any, Any], depth: int) -> None:
     if depth > 16:
         raise InvalidArgument("cascade delete is deeper than 16 levels")
     record = present(tx, coll, row)
@@ -278,7 +316,7 @@ def _delete(tx: Tx, coll: Collection, row: Any, depth: int) -> None:
             if ref._mapping["id"] == record_id and other.id == coll.id:
                 continue
             if f.options.get("cascadeDelete"):
-                _delete(tx, other, ref, depth + 1)
+                _delete(tx, other, ref._mapping, depth + 1)
             elif f.required and len(_ids(f, ref._mapping[f.name])) <= 1:
                 raise InvalidArgument(
                     f"Failed to delete record: it is required by '{other.name}.{f.name}' "

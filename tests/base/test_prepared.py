@@ -1,0 +1,135 @@
+"""Prepared reads: SQL compiled once per collection, caller and query, never shared wrongly."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from cloud import Cloud
+from sqlalchemy.dialects import sqlite
+
+from subsystems.base.collections import Schema
+from subsystems.base.filter_sql import reads_clock
+from subsystems.base.prepared import CACHE_SIZE, cached, prepare
+
+from .support import Api, api_for, assert_error
+
+FIELDS = [{"name": "title", "type": "text"}, {"name": "owner", "type": "text"},
+          {"name": "done", "type": "bool"}, {"name": "score", "type": "number"},
+          {"name": "meta", "type": "json"}, {"name": "secret", "type": "text", "hidden": True}]
+OWNED = "owner = @request.auth.id"
+
+
+async def test_each_caller_gets_its_own_rule(cloud: Cloud, api: Api) -> None:
+    await api.collection("notes", FIELDS, listRule=OWNED, viewRule=OWNED)
+    bob = await api_for(cloud, user="bob", roles=("editor",))
+    eve = await api_for(cloud, user="eve", roles=("editor",))
+    bobs = await api.create("notes", {"title": "b", "owner": "bob", "secret": "s1"})
+    eves = await api.create("notes", {"title": "e", "owner": "eve", "secret": "s2"})
+    for _ in range(3):  # the second and third rounds run what the first one prepared
+        assert (await bob.get(f"/collections/notes/records/{bobs['id']}")).status_code == 200
+        assert_error(await eve.get(f"/collections/notes/records/{bobs['id']}"), 404)
+        assert_error(await bob.get(f"/collections/notes/records/{eves['id']}"), 404)
+        assert [i["title"] for i in await bob.items("notes")] == ["b"]
+        assert [i["title"] for i in await eve.items("notes")] == ["e"]
+        # The org owner is an admin: no rule, and hidden fields shown.
+        assert (await api.get(f"/collections/notes/records/{eves['id']}")).json()["secret"] == "s2"
+        assert "secret" not in (await eve.get(f"/collections/notes/records/{eves['id']}")).json()
+
+
+async def test_values_keep_their_types(api: Api) -> None:
+    await api.collection("notes", FIELDS)
+    made = await api.create("notes", {"title": "t", "done": True, "score": 2.5,
+                                      "meta": {"a": [1, None]}})
+    for _ in range(2):
+        got = (await api.get(f"/collections/notes/records/{made['id']}")).json()
+        assert got == {**made, "secret": ""} and got["done"] is True
+        assert (await api.items("notes"))[0] == got
+
+
+async def test_schema_change_starts_afresh(cloud: Cloud, api: Api) -> None:
+    made = await api.collection("notes", [{"name": "title", "type": "text"}])
+    rec = await api.create("notes", {"title": "x"})
+    path = f"/collections/notes/records/{rec['id']}"
+    assert "extra" not in (await api.get(path)).json()
+    assert "extra" not in (await api.items("notes", filter="title = 'x'"))[0]
+    title = next(f for f in made["fields"] if f["name"] == "title")
+    r = await api.patch("/collections/notes", {"fields": [title, {"name": "extra",
+                                                                  "type": "number"}]})
+    assert r.status_code == 200, r.text
+    assert (await api.get(path)).json()["extra"] == 0
+    assert (await api.items("notes", filter="title = 'x'"))[0]["extra"] == 0
+    r = await api.patch("/collections/notes", {"viewRule": None})
+    assert r.status_code == 200, r.text
+    member = await api_for(cloud, user="bob", roles=("editor",))
+    assert_error(await member.get(path), 403)
+
+
+async def test_list_pages_and_filters_are_separate_statements(api: Api) -> None:
+    await api.collection("notes", FIELDS)
+    for n in range(5):
+        await api.create("notes", {"title": f"t{n}", "score": n})
+    for _ in range(2):
+        r = await api.get("/collections/notes/records", perPage=2, page=2, sort="score")
+        assert [i["score"] for i in r.json()["items"]] == [2, 3]
+        assert r.json()["totalItems"] == 5
+        r = await api.get("/collections/notes/records", perPage=2, page=1, sort="-score",
+                          filter="score >= 1")
+        assert [i["score"] for i in r.json()["items"]] == [4, 3]
+        assert r.json()["totalItems"] == 4
+        r = await api.get("/collections/notes/records", perPage=2, skipTotal=1)
+        assert r.json()["totalItems"] == -1
+
+
+async def test_bad_filters_stay_errors(api: Api) -> None:
+    await api.collection("notes", FIELDS)
+    for _ in range(2):
+        assert_error(await api.get("/collections/notes/records", filter="title = "), 400)
+        assert_error(await api.get("/collections/notes/records", filter="nope = 1"), 400)
+
+
+def test_reads_clock() -> None:
+    assert reads_clock("created > @now") and reads_clock("a = 1 || (b = 2 && @hour > 3)")
+    assert reads_clock("@todayStart <= updated")
+    assert not reads_clock("owner = @request.auth.id && @request.method = 'GET'")
+    assert not reads_clock("@collection.members.user ?= @request.auth.id")
+    assert not reads_clock("") and not reads_clock(None)
+
+
+def test_clock_rules_are_compiled_every_time() -> None:
+    schema = Schema([])
+    built: list[str] = []
+
+    def build() -> Any:
+        built.append("x")
+        return None
+
+    for _ in range(2):
+        cached(schema, "steady", ("owner = @request.auth.id", None), build)
+        cached(schema, "clock", ("created > @now",), build)
+    assert len(built) == 3 and list(schema.prepared) == ["steady"]
+
+
+def test_cache_is_bounded() -> None:
+    schema = Schema([])
+    for n in range(CACHE_SIZE + 10):
+        cached(schema, n, (), lambda: None)
+    assert len(schema.prepared) == CACHE_SIZE and 0 not in schema.prepared
+    assert CACHE_SIZE + 9 in schema.prepared
+
+
+def test_prepare_binds_in_order_and_refuses_what_it_cannot_run() -> None:
+    table = sa.Table("t", sa.MetaData(), sa.Column("id", sa.Text), sa.Column("b", sa.Boolean),
+                     sa.Column("x", sa.Float))
+    dialect = sqlite.dialect()
+    query = sa.select(table).where(table.c.id == sa.bindparam("rid", ""),
+                                   table.c.b == sa.true(), table.c.id.in_(["a", "b"]),
+                                   table.c.x > 2)
+    made = prepare(query, dialect, slots=("rid",))
+    assert made is not None and made.sql.count("?") == len(made.params) == 4
+    assert made.params[1:] == ("a", "b", 2.0) and made.slots == ((0, "rid"),)
+    assert prepare(query, dialect, slots=("missing",)) is None
+    odd = sa.select(table).where(
+        sa.bindparam("d", Decimal("1.5"), sa.types.NullType()).is_not(None))
+    assert prepare(odd, dialect) is None
