@@ -38,7 +38,7 @@ from hanzocloud.openapi import build_openapi
 from hanzocloud.registry import SUBSYSTEMS, Subsystem
 from hanzocloud.remote import RemoteClients
 from hanzocloud.rotate import check_master_key
-from hanzocloud.routing import route
+from hanzocloud.routing import IndexedRouter, route
 from hanzocloud.storage import TenantStore
 
 log = structlog.get_logger("hanzocloud.host")
@@ -162,7 +162,9 @@ class AdminOnly:
 def _starlette(routes: list[BaseRoute], middleware: list[Middleware]) -> Starlette:
     handlers: dict[Any, Any] = {CloudError: http_exception_handler,
                                 HTTPException: http_exception_handler}
-    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+    app = Starlette(middleware=middleware, exception_handlers=handlers)
+    app.router = IndexedRouter(routes)
+    return app
 
 
 def _health_app(host_state: HostState, deps: Deps) -> Starlette:
@@ -229,9 +231,11 @@ def build_host(
     admin_all: list[BaseRoute] = list(admin_routes)
     for p in points:
         public_routes.extend(p._well_known)
-        public_routes.append(Mount(p.prefix, routes=p._routes, middleware=p._middleware))
+        public_routes.append(Mount(p.prefix, app=IndexedRouter(p._routes),
+                                   middleware=p._middleware))
         if p._admin:
-            admin_all.append(Mount(p.prefix, routes=p._admin, middleware=p._middleware))
+            admin_all.append(Mount(p.prefix, app=IndexedRouter(p._admin),
+                                   middleware=p._middleware))
     edge = [m for p in points for m in p._edge]
     base_mw = [Middleware(RequestContext, listener="public"),
                Middleware(BodyLimit, limit=settings.body_limit)]

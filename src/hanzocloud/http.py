@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import contextvars
+import functools
+import itertools
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 import msgspec
@@ -95,6 +97,24 @@ def _route_labels(scope: Scope) -> tuple[str, str]:
     return subsystem, template
 
 
+# A request id needs to be unique, not secret: a random prefix per process and a counter
+# (uuid4 costs a getrandom call per request).
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A fresh request id: 32 hex characters, unique across processes."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _series(subsystem: str, route: str, status: int) -> tuple[Any, Any]:
+    # The labelled children of the request metrics: routes are templates, so few.
+    return (metrics.REQUESTS.labels(subsystem, route, str(status)),
+            metrics.LATENCY.labels(subsystem, route))
+
+
 class RequestContext:
     """Outermost middleware: request id, identity reset, catch-all errors, logs and metrics."""
 
@@ -111,7 +131,7 @@ class RequestContext:
             if key == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID.match(incoming) else new_request_id()
         rid_token = current_request_id.set(request_id)
         id_token = current_identity.set(ANONYMOUS)
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -143,8 +163,9 @@ class RequestContext:
             duration = time.perf_counter() - started
             subsystem, route = _route_labels(scope)
             identity = current_identity.get()
-            metrics.REQUESTS.labels(subsystem, route, str(status)).inc()
-            metrics.LATENCY.labels(subsystem, route).observe(duration)
+            counted, timed = _series(subsystem, route, status)
+            counted.inc()
+            timed.observe(duration)
             log.info("request", listener=self.listener, method=scope.get("method"),
                      route=route, subsystem=subsystem, status=status, org=identity.org or None,
                      duration_ms=round(duration * 1000, 3))

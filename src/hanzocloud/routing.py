@@ -13,9 +13,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
+from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
+from starlette.types import Receive, Scope, Send
 
 from hanzocloud.errors import (
     InvalidArgument,
@@ -115,3 +117,99 @@ async def json_body(request: Request) -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidArgument(f"request body is not valid JSON: {exc}") from None
+
+
+class _Node:
+    """One level of the route index: literal segments, a one-segment parameter, and the
+    routes that end here or take everything after it (a mount, a `:path` parameter)."""
+
+    __slots__ = ("literal", "param", "ends", "tails")
+
+    def __init__(self) -> None:
+        self.literal: dict[str, _Node] = {}
+        self.param: _Node | None = None
+        self.ends: list[int] = []
+        self.tails: list[int] = []
+
+
+def _template(r: BaseRoute) -> list[str] | None:
+    """A route's path template as segments, ending in a `{…:path}` tail for a mount; None
+    for a route without one (a Host), which is then tried on every path."""
+    if isinstance(r, Mount):
+        return [*r.path.split("/")[1:], "{path:path}"]
+    path = getattr(r, "path", None)
+    return path.split("/")[1:] if isinstance(path, str) and path.startswith("/") else None
+
+
+class IndexedRouter(Router):
+    """A Router that tries only the routes whose path template can fit the request path.
+
+    Starlette's Router tries every route in turn: with a few dozen routes, matching costs
+    more than a small endpoint. Here the templates are indexed by segment (literal text,
+    one-segment parameters, `:path` tails), and a request is matched against the few routes
+    that could take it, still in declaration order. When none of them matches fully, the
+    plain Router runs (405 for another method, slash redirects, 404), so the outcome is
+    always the one the declaration order gives.
+    """
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        super().__init__(routes=list(routes))
+        self._indexed: tuple[int, _Node, list[int]] = (-1, _Node(), [])
+
+    def _index(self) -> tuple[_Node, list[int]]:
+        count, root, anywhere = self._indexed
+        if count != len(self.routes):  # routes added after construction: index again
+            root, anywhere = _Node(), []
+            for position, r in enumerate(self.routes):
+                segments = _template(r)
+                if segments is None:
+                    anywhere.append(position)
+                    continue
+                node = root
+                for segment in segments:
+                    if ":path}" in segment:
+                        node.tails.append(position)
+                        break
+                    if "{" in segment:
+                        node.param = node.param or _Node()
+                        node = node.param
+                    else:
+                        node = node.literal.setdefault(segment, _Node())
+                else:
+                    node.ends.append(position)
+            self._indexed = (len(self.routes), root, anywhere)
+        return root, anywhere
+
+    def candidates(self, path: str) -> list[BaseRoute]:
+        """The routes that may match `path` (a superset), in declaration order."""
+        root, anywhere = self._index()
+        segments = path.split("/")[1:]
+        found = list(anywhere)
+        level = [root]
+        for segment in segments:
+            following: list[_Node] = []
+            for node in level:
+                found += node.tails
+                if (child := node.literal.get(segment)) is not None:
+                    following.append(child)
+                if node.param is not None and segment:
+                    following.append(node.param)
+            level = following
+            if not level:
+                break
+        for node in level:
+            found += node.tails + node.ends
+        found.sort()
+        return [self.routes[i] for i in found]
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            for r in self.candidates(get_route_path(scope)):
+                match, child_scope = r.matches(scope)
+                if match is Match.FULL:
+                    scope.setdefault("router", self)
+                    scope["route"] = r
+                    scope.update(child_scope)
+                    await r.handle(scope, receive, send)
+                    return
+        await super().app(scope, receive, send)

@@ -13,7 +13,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +22,7 @@ import sqlcipher3
 import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Engine, create_engine, make_url, pool
+from sqlalchemy import Connection, Engine, create_engine, make_url, pool
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -169,6 +169,8 @@ class TenantHandle:
     _engine: AsyncEngine | None = None
     _sessions: async_sessionmaker[AsyncSession] | None = None
     _sync_engine: Engine | None = None
+    _held: Connection | None = None  # the loop thread's connection, kept between transactions
+    _held_busy: bool = False
 
     @property
     def engine(self) -> AsyncEngine:
@@ -184,6 +186,27 @@ class TenantHandle:
         if self._sync_engine is None:
             self._sync_engine = self.store._inline_engine(self.connector)
         return self._sync_engine
+
+    @contextlib.contextmanager
+    def transaction(self, *, inline: bool) -> Iterator[Connection]:
+        """One transaction on the synchronous engine, committed when the block ends.
+
+        Inline transactions (on the loop thread, which never runs two at once) reuse one
+        connection kept checked out between them, which spares a pool checkout and return
+        (about three quarters of an empty transaction's cost). A transaction nested inside
+        one, or one in a worker thread, takes a connection from the pool."""
+        if not inline or self._held_busy:
+            with self.sync_engine.begin() as conn:
+                yield conn
+            return
+        if self._held is None or self._held.invalidated or self._held.closed:
+            self._held = self.sync_engine.connect()
+        conn, self._held_busy = self._held, True
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            self._held_busy = False
 
     def session(self) -> AsyncSession:
         """A new session on this tenant's database."""
@@ -202,6 +225,9 @@ class TenantHandle:
     async def dispose(self) -> None:
         """Close every connection of both engines: on the loop thread when the WAL is
         short (a thread hop costs the loop more than such a close), else in a thread."""
+        if self._held is not None:
+            self._held.close()  # back to the pool, which closes it below
+            self._held = None
         if self._sync_engine is not None:
             if self.wal_is_short():
                 self._sync_engine.dispose()
@@ -452,7 +478,7 @@ class TenantStore:
 
         def attempt() -> Any:
             nonlocal wrote
-            with handle.sync_engine.begin() as conn:
+            with handle.transaction(inline=not offload) as conn:
                 raw = conn.connection.dbapi_connection
                 before = raw.total_changes  # type: ignore[union-attr]
                 result = fn(conn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -120,8 +121,12 @@ async def test_request_id_is_echoed_or_created(test_host: Host) -> None:
     async with client_for(test_host.public) as client:
         given = await client.get("/v1/alpha/ping", headers={"X-Request-Id": "abc-123"})
         made = await client.get("/v1/alpha/ping", headers={"X-Request-Id": "bad id\twith space"})
+        fresh = [(await client.get("/v1/alpha/ping")).headers["x-request-id"] for _ in range(50)]
     assert given.headers["x-request-id"] == "abc-123"
     assert made.headers["x-request-id"] not in ("", "bad id\twith space")
+    # Made ones are 32 hex characters, never repeated.
+    assert len(set(fresh + [made.headers["x-request-id"]])) == 51
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in fresh)
 
 
 async def test_body_limit_413_before_reading(settings_factory: Callable[..., Settings],

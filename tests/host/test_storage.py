@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlcipher3
@@ -277,6 +278,45 @@ async def test_offloaded_run_sync_leaves_the_loop_free(tmp_path: Path, master: M
     assert during == ["first"]
     assert await store.run_sync("acme", "notes", values) == ["first", "second"]
     await store.close()
+
+
+async def test_inline_transactions_share_one_connection(tmp_path: Path,
+                                                        master: MasterKey) -> None:
+    store = TenantStore(tmp_path, master)
+    await write(store, "acme", "first")
+
+    def driver(conn: Any) -> int:
+        return id(conn.connection.dbapi_connection)
+
+    handle = await store.open("acme", "notes")
+    held = await store.run_sync("acme", "notes", driver)
+    assert await store.run_sync("acme", "notes", driver) == held
+    assert handle.sync_engine.pool.checkedout() == 1  # kept out of the pool in between
+
+    def nested_insert(conn: Any) -> None:  # a transaction begun inside another one
+        conn.exec_driver_sql("INSERT INTO t VALUES ('outer')")
+        with handle.transaction(inline=True) as other:
+            assert driver(other) != held
+            other.exec_driver_sql("SELECT count(*) FROM t").all()
+
+    await store.run_sync("acme", "notes", nested_insert)
+
+    def fail(conn: Any) -> None:
+        conn.exec_driver_sql("INSERT INTO t VALUES ('rolled back')")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await store.run_sync("acme", "notes", fail)
+
+    def state(conn: Any) -> tuple[int, bool, list[str]]:
+        raw = conn.connection.dbapi_connection
+        return driver(conn), raw.in_transaction, [
+            r[0] for r in conn.exec_driver_sql("SELECT v FROM t ORDER BY rowid")]
+
+    # The failed transaction was rolled back and the held connection is clean and reused.
+    assert await store.run_sync("acme", "notes", state) == (held, False, ["first", "outer"])
+    await store.close()
+    assert handle._held is None
 
 
 async def test_sessions_run_on_the_loop_thread_without_threads_of_their_own(
