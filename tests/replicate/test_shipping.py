@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,9 +14,10 @@ from hanzocloud.replicate import objects
 from hanzocloud.replicate.errors import ChainError
 from hanzocloud.replicate.restore import generations, restore, wal_indexes
 from hanzocloud.replicate.sink import Sink
-from hanzocloud.storage import GLOBAL_ORG
+from hanzocloud.replicate.tenant import TenantLog
+from hanzocloud.storage import GLOBAL_ORG, connect_sqlcipher
 
-from .conftest import add_notes, all_objects, read_notes, replicated, rows, settled
+from .conftest import FAST, add_notes, all_objects, read_notes, replicated, rows, settled
 
 
 async def test_restore_returns_every_shipped_write(tmp_path: Path, sink_url: str,
@@ -187,3 +189,35 @@ async def test_files_written_outside_handles_are_followed(tmp_path: Path, sink_u
         sink, keys = replicator.sink, replicator.keys
     assert restore(sink, keys, "acme", "alpha", tmp_path / "r.db") is not None
     assert rows(tmp_path / "r.db", master, "acme") == ["sync one", "sync two"]
+
+
+async def test_idle_passes_stay_on_the_loop(tmp_path: Path, sink_url: str, master: MasterKey,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    steps: list[str] = []
+    step = TenantLog.step
+
+    def counted(self: TenantLog) -> Any:
+        steps.append(self.org)
+        return step(self)
+
+    monkeypatch.setattr(TenantLog, "step", counted)
+    async with replicated(tmp_path / "data", sink_url, master) as (store, replicator):
+        await add_notes(store, "acme", ["one"])
+        await settled(replicator, "acme")
+        await asyncio.sleep(FAST.policy.checkpoint_seconds + 0.5)  # the checkpoint is done
+        steps.clear()
+        await asyncio.sleep(FAST.interval * 4)  # several periodic passes over an idle file
+        assert steps == []
+        # A write nobody reports (another connection) is still found by the periodic pass.
+        conn = connect_sqlcipher(store.path_for("acme", "alpha"), store.load_dek("acme", "alpha"))
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("INSERT INTO notes VALUES ('unannounced')")
+        conn.commit()
+        conn.close()
+        deadline = time.monotonic() + 10
+        while not steps or replicator.lag("acme", "alpha") != 0.0:
+            assert time.monotonic() < deadline, "the periodic pass never shipped the write"
+            await asyncio.sleep(0.05)
+        sink, keys = replicator.sink, replicator.keys
+    assert restore(sink, keys, "acme", "alpha", tmp_path / "r.db") is not None
+    assert rows(tmp_path / "r.db", master, "acme") == ["one", "unannounced"]

@@ -29,7 +29,7 @@ from hanzocloud.replicate.objects import org_label
 from hanzocloud.replicate.options import Followed, ReplicateOptions
 from hanzocloud.replicate.retention import apply_retention
 from hanzocloud.replicate.sink import Sink
-from hanzocloud.replicate.tenant import TenantLog
+from hanzocloud.replicate.tenant import StepReport, TenantLog
 
 if TYPE_CHECKING:
     from hanzocloud.storage import TenantStore
@@ -290,7 +290,8 @@ class Replicator:
         where = {"org": org_label(followed.org), "service": followed.service}
         started, oldest = time.monotonic(), followed.since
         try:
-            report = await asyncio.to_thread(followed.log.step)
+            tenant = followed.log
+            report = StepReport() if tenant.settled() else await asyncio.to_thread(tenant.step)
         except SinkError as exc:
             metrics.REPLICATE_FAILURES.labels("ship").inc()
             if not followed.failing:
