@@ -62,7 +62,7 @@ def read_state(db: Path, *, attempts: int = 50) -> WalState | None:
     except FileNotFoundError:
         return None
     try:
-        for _ in range(attempts):
+        for attempt in range(attempts):
             raw = os.pread(fd, 2 * _SHM_COPY, 0)
             if len(raw) < 2 * _SHM_COPY:
                 return None
@@ -75,7 +75,8 @@ def read_state(db: Path, *, attempts: int = 50) -> WalState | None:
                 if struct.unpack("=II", checksum) == _native_checksum(first[:40]):
                     page_size = 65536 if size_code == 1 else size_code
                     return WalState(salt, frames, page_size)
-            time.sleep(0.0005)  # a writer is updating the header: read again
+            if attempt + 1 < attempts:
+                time.sleep(0.0005)  # a writer is updating the header: read again
     finally:
         os.close(fd)
     raise ContinuityLost(f"{shm_path(db)}: wal-index header never read consistently")
