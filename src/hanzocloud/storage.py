@@ -234,7 +234,11 @@ class TenantHandle:
             else:
                 await asyncio.to_thread(self._sync_engine.dispose)
         if self._engine is not None:
-            await self._engine.dispose()
+            engine, self._engine, self._sessions = self._engine, None, None
+            # The async engine's connect closure refers back to this handle; letting go of
+            # the engine here frees the whole graph by reference counting, not by a later
+            # garbage collection pass that every open tenant would make longer.
+            await engine.dispose()
 
 
 class TenantStore:

@@ -319,6 +319,32 @@ async def test_inline_transactions_share_one_connection(tmp_path: Path,
     assert handle._held is None
 
 
+async def test_an_evicted_handle_is_freed_without_a_collection(tmp_path: Path,
+                                                               master: MasterKey) -> None:
+    import asyncio
+    import gc
+    import weakref
+
+    store = TenantStore(tmp_path, master, max_open=1)
+    # (The very first async engine is built by create_async_engine, whose own reference
+    # cycle keeps that one until a collection; the later ones are built without it.)
+    await write(store, "initech", "probe")
+    await write(store, "acme", "x")  # a session: the async engine refers back to its handle
+    assert await read(store, "acme") == ["x"]
+    gone = weakref.ref(await store.open("acme", "notes"))
+    gc.disable()
+    try:
+        await write(store, "globex", "y")  # evicts acme's handle
+        for _ in range(100):
+            if gone() is None:
+                break
+            await asyncio.sleep(0.01)
+        assert gone() is None  # freed by reference counting alone
+    finally:
+        gc.enable()
+    await store.close()
+
+
 async def test_sessions_run_on_the_loop_thread_without_threads_of_their_own(
         tmp_path: Path, master: MasterKey) -> None:
     import threading
