@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from hanzocloud import metrics
+from hanzocloud import metrics, sqlfunctions
 from hanzocloud.errors import InvalidArgument
 from hanzocloud.inline_sqlite import InlineConnection, patiently
 from hanzocloud.keys import MasterKey, lp, new_dek, unwrap_dek, wrap_dek
@@ -126,7 +126,8 @@ def _busy(exc: Exception) -> bool:
 
 
 def connect_sqlcipher(path: Path, dek: bytes, *, busy_ms: int = 10_000) -> sqlcipher3.Connection:
-    """Open one SQLCipher connection with a raw key and the standard pragmas."""
+    """Open one SQLCipher connection with a raw key, the standard pragmas and the SQL
+    functions of `hanzocloud.sqlfunctions`."""
     conn = sqlcipher3.connect(str(path), check_same_thread=False)
     try:
         conn.execute(f"PRAGMA key = \"x'{dek.hex()}'\"")
@@ -134,6 +135,7 @@ def connect_sqlcipher(path: Path, dek: bytes, *, busy_ms: int = 10_000) -> sqlci
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         conn.executescript("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; "
                            f"PRAGMA busy_timeout = {int(busy_ms)}; PRAGMA synchronous = NORMAL;")
+        sqlfunctions.install(conn)
     except BaseException:
         conn.close()
         raise

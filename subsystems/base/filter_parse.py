@@ -4,7 +4,8 @@
     or         := and ("||" and)*
     and        := unary ("&&" unary)*
     unary      := "(" expr ")" | operand OP operand
-    operand    := STRING | NUMBER | IDENT            (null, true, false are IDENTs here)
+    operand    := STRING | NUMBER | IDENT | call     (null, true, false are IDENTs here)
+    call       := NAME "(" [operand ("," operand)*] ")"   geoDistance(…), strftime(…)
     OP         := = != > >= < <= ~ !~  and each of them prefixed by ? (any-of)
     IDENT      := [@]name(.name)*[:modifier]          e.g. author.name, @request.auth.id
                   @collection.name[:alias].field(.name)*[:modifier]
@@ -38,6 +39,7 @@ GRAMMAR = r"""
 ?operand: STRING -> string
         | NUMBER -> number
         | IDENT -> ident
+        | IDENT "(" [operand ("," operand)*] ")" -> call
 OP: "?!~" | "?!=" | "?>=" | "?<=" | "?=" | "?>" | "?<" | "?~"
   | "!=" | ">=" | "<=" | "!~" | "=" | ">" | "<" | "~"
 IDENT: /@?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+(:[A-Za-z0-9_]+)?)*(:[A-Za-z]+)?/
@@ -89,12 +91,25 @@ class Ident:
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """A function call: `geoDistance(lonA, latA, lonB, latB)`, `strftime(format, time, …)`."""
+
+    name: str
+    args: tuple[Operand, ...]
+
+
+Operand = Lit | Ident | Call
+FUNCTIONS = ("geoDistance", "strftime")
+MAX_ARGS = 8
+
+
+@dataclass(frozen=True, slots=True)
 class Cmp:
     """`left op right`; `any_of` is the `?` prefix."""
 
-    left: Lit | Ident
+    left: Operand
     op: str
-    right: Lit | Ident
+    right: Operand
     any_of: bool = False
 
 
@@ -143,6 +158,15 @@ class _ToAst(Transformer[Token, Any]):
                 raise InvalidArgument(f"unexpected ':' in {text[:80]}")
             parts[1], _, alias = part.partition(":")
         return Ident(tuple(parts), modifier, alias)
+
+    def call(self, items: list[Any]) -> Call:
+        name, args = str(items[0]), tuple(items[1:])
+        if name not in FUNCTIONS:
+            raise InvalidArgument(f"unknown function '{name[:40]}' in filter; there are "
+                                  f"{', '.join(FUNCTIONS)}")
+        if len(args) > MAX_ARGS:
+            raise InvalidArgument(f"{name} takes at most {MAX_ARGS} arguments")
+        return Call(name, args)
 
     @v_args(inline=True)
     def comparison(self, left: Any, op: Token, right: Any) -> Cmp:

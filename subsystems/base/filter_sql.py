@@ -20,7 +20,16 @@ import sqlalchemy as sa
 from hanzocloud.errors import InvalidArgument
 from subsystems.base.collections import Collection, Schema
 from subsystems.base.fields import Field
-from subsystems.base.filter_parse import Cmp, Group, Ident, Lit, Node, parse_filter
+from subsystems.base.filter_parse import (
+    Call,
+    Cmp,
+    Group,
+    Ident,
+    Lit,
+    Node,
+    Operand,
+    parse_filter,
+)
 from subsystems.base.util import format_time
 
 Expr = Any  # a SQLAlchemy ColumnElement
@@ -134,9 +143,12 @@ class Compiler:
 
     # -- operands ---------------------------------------------------------------------------
 
-    def _operand(self, item: Lit | Ident) -> _Resolved:
+    def _operand(self, item: Operand) -> _Resolved:
         if isinstance(item, Lit):
             return _const(item.value)
+        if isinstance(item, Call):
+            value = self._call(item)
+            return _Resolved(lambda inner, every: inner(value), False)
         if item.path[0] == "@collection":
             return self._collection(item)
         if item.path[0].startswith("@"):
@@ -175,6 +187,54 @@ class Compiler:
             if head in _NUMERIC_MACROS:
                 return _const(getattr(datetime.now(UTC), _NUMERIC_MACROS[head]))
         raise InvalidArgument(f"unknown or unsupported identifier {item.text} in filter")
+
+    # -- functions --------------------------------------------------------------------------
+
+    def _call(self, call: Call) -> Value:
+        """`strftime(format, time, modifier…)` (SQLite's) and `geoDistance(lonA, latA, lonB,
+        latB)` (great-circle kilometres). Arguments are literals, macros, nested calls, or
+        single-valued fields of this collection."""
+        args = [self._argument(call, a) for a in call.args]
+        if call.name == "strftime":
+            if len(args) < 2 or not (args[0].const and isinstance(args[0].py, str)):
+                raise InvalidArgument("strftime takes a format string, a time and optional "
+                                      "modifiers: strftime('%Y-%m', created)")
+            if any(not (a.const and isinstance(a.py, str)) for a in args[2:]):
+                raise InvalidArgument("strftime modifiers must be strings, like '+1 day'")
+            return Value(sa.func.strftime(*(a.sql for a in args)), ftype="text")
+        if len(args) != 4 or any(a.const and not _is_number(a.py) for a in args):
+            raise InvalidArgument("geoDistance takes four numbers: geoDistance(lonA, latA, "
+                                  "lonB, latB)")
+        return Value(sa.func.hc_geo_distance(*(a.sql for a in args)), ftype="number")
+
+    def _argument(self, call: Call, item: Operand) -> Value:
+        if isinstance(item, Lit):
+            return Value(sa.literal(item.value), const=True, py=item.value)
+        if isinstance(item, Call):
+            return self._call(item)
+        head = item.path[0]
+        single = f"{call.name} takes single values: literals, macros or fields of " \
+                 f"'{self.collection.name}' (not {item.text})"
+        if head == "@collection":
+            raise InvalidArgument(single)
+        if not head.startswith("@"):
+            f = self.collection.field(head)
+            if f is not None and f.type == "relation" and len(item.path) > 1:
+                raise InvalidArgument(single)
+        resolved = self._macro(item) if head.startswith("@") else self._path(
+            self.collection, self.table, item.path, item.modifier, 0)
+        if resolved.multi:
+            raise InvalidArgument(single)
+        seen: list[Value] = []
+
+        def capture(value: Value) -> Expr:
+            seen.append(value)
+            return sa.true()
+
+        resolved.wrap(capture, True)
+        if len(seen) != 1:
+            raise InvalidArgument(single)
+        return seen[0]
 
     def _collection(self, item: Ident) -> _Resolved:
         """`@collection.<name>[:alias].<path>`: the records of another collection (or this
@@ -348,12 +408,19 @@ def reads_clock(text: str | None) -> bool:
     return node is not None and _reads_clock(node)
 
 
-def _reads_clock(node: Node) -> bool:
+def _reads_clock(node: Node | Operand) -> bool:
     if isinstance(node, Group):
         return any(_reads_clock(child) for child in node.items)
-    return any(isinstance(side, Ident) and side.path[0].startswith("@")
-               and side.path[0] not in ("@request", "@collection")
-               for side in (node.left, node.right))
+    if isinstance(node, Cmp):
+        return _reads_clock(node.left) or _reads_clock(node.right)
+    if isinstance(node, Call):
+        return any(_reads_clock(arg) for arg in node.args)
+    return isinstance(node, Ident) and node.path[0].startswith("@") and node.path[0] not in (
+        "@request", "@collection")
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 def compile_filter(schema: Schema, collection: Collection, ctx: RuleContext,

@@ -144,7 +144,8 @@ async def test_injection_is_400_and_touches_nothing(api: Api, posts: dict[str, s
 ALPHABET = st.sampled_from(
     list("abtv()'\"=!<>~?&|@.:_-%;*/ \\0123456789") +
     ["views", "title", "tags", "author", "name", "null", "true", "&&", "||", "@now",
-     "@request.auth.id", "?=", "!~", "meta.n", "author.org.name", ":lower", ":length"])
+     "@request.auth.id", "?=", "!~", "meta.n", "author.org.name", ":lower", ":length",
+     "geoDistance(", "strftime(", ",", "'%Y'", "created", "views,", "1,2,3)"])
 
 
 @settings(max_examples=150, deadline=None,
