@@ -24,9 +24,10 @@ def mount(app: Any, deps: Any) -> None:
     """Install base: routes, PocketBase-shaped errors, realtime, and the `base` client."""
     store = BaseStore(deps.tenants)
     broker = Broker(store)
-    app.routes(routes(Handlers(store, broker, RecordHooks(deps.extensions))))
+    hooks = RecordHooks(deps.extensions)
+    app.routes(routes(Handlers(store, broker, hooks)))
     app.middleware(PocketBaseErrors)
-    client = LocalBase(store, deps.tenants)
+    client = LocalBase(store, deps.tenants, hooks)
     app.provide(client)
     app.zap_service(BASE_METHODS, client)
 

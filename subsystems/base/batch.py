@@ -4,17 +4,24 @@ The body is `{"requests": [{"method", "url", "body"}]}` as JSON, or, as the SDK 
 multipart form data whose `@jsonPayload` part holds that JSON. Supported sub-requests:
 `POST …/records` (create), `PATCH …/records/{id}` (update), `PUT …/records/{id}` (upsert,
 the id may be new) and `DELETE …/records/{id}`, under `/api/collections/{collection}`.
+
+An org's record hooks run as for single writes: every `base_before_*` hook before the
+transaction (in request order; a deny fails the batch, a modify replaces that request's
+body), every `base_after_*` hook once it has committed. An upsert runs `base_before_update`,
+then the after hook of what it did.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from hanzocloud.errors import CloudError, InvalidArgument, NotFound
 from subsystems.base import records
 from subsystems.base.expand import expand_records
+from subsystems.base.hooks import RecordHooks
 from subsystems.base.query import parse_fields, parse_tree, pick
 from subsystems.base.store import Tx
 
@@ -36,7 +43,22 @@ def parse_requests(payload: Any) -> list[dict[str, Any]]:
     return items
 
 
-def _one(tx: Tx, item: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class SubRequest:
+    """One request of a batch, checked and split up."""
+
+    method: str
+    collection: str
+    record_id: str
+    query: dict[str, str]
+    body: Any
+
+
+# (action, collection, record) of every write a batch made, for its after hooks
+Done = list[tuple[str, str, dict[str, Any]]]
+
+
+def _sub_request(item: dict[str, Any]) -> SubRequest:
     method = str(item.get("method", "")).upper()
     parts = urlsplit(str(item.get("url", "")))
     m = _URL.match(parts.path)
@@ -44,26 +66,73 @@ def _one(tx: Tx, item: dict[str, Any]) -> dict[str, Any]:
         raise InvalidArgument(f"unsupported batch url {str(item.get('url'))[:200]!r}: use "
                               "/api/collections/{collection}/records[/{id}]")
     collection, record_id = unquote(m.group(1)), unquote(m.group(2) or "")
+    if (method, bool(record_id)) not in (("POST", False), ("PATCH", True), ("PUT", True),
+                                         ("DELETE", True)):
+        raise InvalidArgument(f"unsupported batch request {method} {parts.path[:200]}")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     body = item.get("body") if item.get("body") is not None else {}
-    if method == "POST" and not record_id:
-        record = records.create_record(tx, collection, body)
-    elif method == "PATCH" and record_id:
-        record = records.update_record(tx, collection, record_id, body)
-    elif method == "PUT" and record_id:
+    return SubRequest(method, collection, record_id, query, body)
+
+
+def sub_requests(items: list[dict[str, Any]]) -> list[SubRequest]:
+    """Check every request of the batch; the first bad one fails it (before any write)."""
+    subs = []
+    for index, item in enumerate(items):
         try:
-            record = records.update_record(tx, collection, record_id, body)
+            subs.append(_sub_request(item))
+        except CloudError as exc:
+            raise failure(index, exc) from None
+    return subs
+
+
+async def before_hooks(hooks: RecordHooks, org: str,
+                       subs: list[SubRequest]) -> list[SubRequest]:
+    """Run the org's `base_before_*` hooks on each request, as a single write would."""
+    out = []
+    for index, sub in enumerate(subs):
+        body = sub.body
+        try:
+            if sub.method == "DELETE":
+                await hooks.before(org, "delete", sub.collection, {"id": sub.record_id})
+            elif isinstance(body, dict) and sub.method == "POST":
+                body = await hooks.before(org, "create", sub.collection, body)
+            elif isinstance(body, dict):
+                body = dict(await hooks.before(org, "update", sub.collection,
+                                               {**body, "id": sub.record_id}))
+                body.pop("id", None)
+        except CloudError as exc:
+            raise failure(index, exc) from None
+        out.append(replace(sub, body=body))
+    return out
+
+
+async def after_hooks(hooks: RecordHooks, org: str, done: Done) -> None:
+    """Run the org's `base_after_*` hooks for every write of a committed batch."""
+    for action, collection, record in done:
+        await hooks.after(org, action, collection, record)
+
+
+def _one(tx: Tx, sub: SubRequest, done: Done) -> dict[str, Any]:
+    name, rid, body = sub.collection, sub.record_id, sub.body
+    if sub.method == "POST":
+        action, record = "create", records.create_record(tx, name, body)
+    elif sub.method == "PATCH":
+        action, record = "update", records.update_record(tx, name, rid, body)
+    elif sub.method == "PUT":
+        try:
+            action, record = "update", records.update_record(tx, name, rid, body)
         except NotFound:
-            record = records.create_record(tx, collection, {**_dict(body), "id": record_id})
-    elif method == "DELETE" and record_id:
-        records.delete_record(tx, collection, record_id)
-        return {"status": 204, "body": None}
+            action = "create"
+            record = records.create_record(tx, name, {**_dict(body), "id": rid})
     else:
-        raise InvalidArgument(f"unsupported batch request {method} {parts.path[:200]}")
-    expand = parse_tree(query.get("expand"), what="expand")
+        records.delete_record(tx, name, rid)
+        done.append(("delete", name, {"id": rid}))
+        return {"status": 204, "body": None}
+    done.append((action, name, record))
+    expand = parse_tree(sub.query.get("expand"), what="expand")
     if expand:
-        expand_records(tx, tx.schema.get(collection), [record], expand)
-    return {"status": 200, "body": pick(record, parse_fields(query.get("fields")))}
+        expand_records(tx, tx.schema.get(name), [record], expand)
+    return {"status": 200, "body": pick(record, parse_fields(sub.query.get("fields")))}
 
 
 def _dict(body: Any) -> dict[str, Any]:
@@ -72,17 +141,23 @@ def _dict(body: Any) -> dict[str, Any]:
     return body
 
 
-def run_batch(tx: Tx, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run every sub-request in `tx`; the first failure aborts the whole batch."""
+def failure(index: int, exc: CloudError) -> InvalidArgument:
+    """The batch's 400 for request `index` failing with `exc` (PocketBase's shape)."""
+    detail = {"code": "batch_request_failed", "message": exc.message,
+              "response": {"status": exc.status, "message": exc.message,
+                           "data": exc.details.get("fields", {})}}
+    return InvalidArgument(f"Batch transaction failed: request {index}: {exc.message}",
+                           details={"fields": {"requests": {str(index): detail}}})
+
+
+def run_batch(tx: Tx, subs: list[SubRequest], done: Done) -> list[dict[str, Any]]:
+    """Run every sub-request in `tx`; the first failure aborts the whole batch. `done` gets
+    what was written (it starts empty: a transaction retried after a lock starts over)."""
+    done.clear()
     results = []
-    for index, item in enumerate(items):
+    for index, sub in enumerate(subs):
         try:
-            results.append(_one(tx, item))
+            results.append(_one(tx, sub, done))
         except CloudError as exc:
-            failure = {"code": "batch_request_failed", "message": exc.message,
-                       "response": {"status": exc.status, "message": exc.message,
-                                    "data": exc.details.get("fields", {})}}
-            raise InvalidArgument(f"Batch transaction failed: request {index}: {exc.message}",
-                                  details={"fields": {"requests": {str(index): failure}}},
-                                  ) from None
+            raise failure(index, exc) from None
     return results

@@ -1,5 +1,8 @@
 """The in-process `base` client (`deps.base`): record calls as the calling identity.
 
+Writes run the org's record hooks as the HTTP API does (`base_before_*` first, which may
+refuse or replace the record, `base_after_*` once committed).
+
 The methods match `hanzocloud.zap.gen.base.BaseClient`, so callers work the same in-process
 and over ZAP. `open(org, service)` is an in-process-only extra: a database handle cannot
 cross a process boundary, so it is not part of the ZAP interface.
@@ -15,6 +18,7 @@ from hanzocloud.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from hanzocloud.identity import Identity, current_identity
 from hanzocloud.storage import TenantHandle, TenantStore
 from subsystems.base import records
+from subsystems.base.hooks import RecordHooks
 from subsystems.base.query import DEFAULT_PER_PAGE, MAX_PER_PAGE, ListParams
 from subsystems.base.store import SERVICE, BaseStore
 
@@ -39,9 +43,10 @@ _encode = msgspec.json.encode
 class LocalBase:
     """Implements the Base ZAP interface on this process's BaseStore."""
 
-    def __init__(self, store: BaseStore, tenants: TenantStore) -> None:
+    def __init__(self, store: BaseStore, tenants: TenantStore, hooks: RecordHooks) -> None:
         self._store = store
         self._tenants = tenants
+        self._hooks = hooks
 
     async def get_record(self, collection: str, id: str) -> bytes:
         """One record by id, as JSON."""
@@ -62,20 +67,31 @@ class LocalBase:
         """Create a record from JSON."""
         org, who = _caller()
         body = _decode(data)
-        return _encode(await self._store.write(
-            org, who, lambda tx: records.create_record(tx, collection, body)))
+        if isinstance(body, dict):
+            body = await self._hooks.before(org, "create", collection, body)
+        created = await self._store.write(
+            org, who, lambda tx: records.create_record(tx, collection, body))
+        await self._hooks.after(org, "create", collection, created)
+        return _encode(created)
 
     async def update_record(self, collection: str, id: str, data: bytes) -> bytes:
         """Update a record from JSON."""
         org, who = _caller()
         body = _decode(data)
-        return _encode(await self._store.write(
-            org, who, lambda tx: records.update_record(tx, collection, id, body)))
+        if isinstance(body, dict):
+            body = dict(await self._hooks.before(org, "update", collection, {**body, "id": id}))
+            body.pop("id", None)
+        updated = await self._store.write(
+            org, who, lambda tx: records.update_record(tx, collection, id, body))
+        await self._hooks.after(org, "update", collection, updated)
+        return _encode(updated)
 
     async def delete_record(self, collection: str, id: str) -> None:
         """Delete a record."""
         org, who = _caller()
+        await self._hooks.before(org, "delete", collection, {"id": id})
         await self._store.write(org, who, lambda tx: records.delete_record(tx, collection, id))
+        await self._hooks.after(org, "delete", collection, {"id": id})
 
     async def open(self, org: str, service: str) -> TenantHandle:
         """In-process only: the caller's own per-tenant database for `service`.

@@ -13,7 +13,14 @@ from hanzocloud.http import JSONResponse
 from hanzocloud.identity import Identity, current_identity
 from hanzocloud.routing import json_body, require_org
 from subsystems.base import collection_service, records
-from subsystems.base.batch import parse_requests, run_batch
+from subsystems.base.batch import (
+    Done,
+    after_hooks,
+    before_hooks,
+    parse_requests,
+    run_batch,
+    sub_requests,
+)
 from subsystems.base.expand import expand_records
 from subsystems.base.hooks import RecordHooks
 from subsystems.base.query import parse_fields, parse_list_params, parse_tree, pick
@@ -134,8 +141,12 @@ class Handlers:
     async def batch(self, request: Request) -> Response:
         """Several record writes in one all-or-nothing transaction."""
         org, who = _caller()
-        items = parse_requests(await _batch_payload(request))
-        return JSONResponse(await self.store.write(org, who, lambda tx: run_batch(tx, items)))
+        subs = sub_requests(parse_requests(await _batch_payload(request)))
+        subs = await before_hooks(self.hooks, org, subs)
+        done: Done = []
+        results = await self.store.write(org, who, lambda tx: run_batch(tx, subs, done))
+        await after_hooks(self.hooks, org, done)
+        return JSONResponse(results)
 
     async def realtime_connect(self, _: Request) -> Response:
         """Open the SSE stream (PB_CONNECT first)."""
