@@ -86,28 +86,31 @@ def list_records(tx: Tx, name: str, params: ListParams) -> dict[str, Any]:
                 if c is not None]
 
     def build() -> sa.Select[Any]:
-        # The total rides along as a window count (computed before LIMIT): one query.
-        columns = [table] if params.skip_total else [table, sa.func.count().over().label("_total")]
         ordering = order_by(tx.schema, coll, table, params.sort, admin=tx.admin)
-        query = sa.select(*columns).where(*conditions()).order_by(*ordering)
-        return query.limit(params.per_page).offset((params.page - 1) * params.per_page)
+        query = sa.select(table).where(*conditions()).order_by(*ordering)
+        return query.limit(params.per_page).offset(offset)
 
+    def build_count() -> sa.Select[Any]:
+        return sa.select(sa.func.count().label("total")).select_from(table).where(*conditions())
+
+    offset = (params.page - 1) * params.per_page
+    texts = (_rule_text(tx, coll, "listRule"), params.filter)
     key = ("list", coll.id, caller_key(tx.identity), params.filter, params.sort, params.page,
-           params.per_page, params.skip_total)
-    rows = _rows(tx, key, (_rule_text(tx, coll, "listRule"), params.filter), build)
+           params.per_page)
+    rows = _rows(tx, key, texts, build)
     items = [present(tx, coll, r) for r in rows]
     if params.expand:
         expand_records(tx, coll, items, params.expand)
     if params.skip_total:
         total, pages = -1, -1
     else:
-        if rows:
-            total = rows[0]["_total"]
-        elif params.page == 1:
-            total = 0
-        else:  # a page past the end has no row to carry the total
-            total = tx.conn.execute(sa.select(sa.func.count()).select_from(table)
-                                    .where(*conditions())).scalar_one()
+        if len(rows) < params.per_page and (rows or offset == 0):
+            total = offset + len(rows)  # the last page: no count needed
+        else:
+            # A separate count: cheaper than a window count, which must materialize and
+            # sort every match before LIMIT (about 40% of a 30-row page's SQL time).
+            key = ("count", coll.id, caller_key(tx.identity), params.filter)
+            total = _rows(tx, key, texts, build_count)[0]["total"]
         pages = math.ceil(total / params.per_page)
     return {"page": params.page, "perPage": params.per_page, "totalItems": total,
             "totalPages": pages, "items": pick(items, params.fields)}

@@ -80,6 +80,16 @@ async def test_list_pages_and_filters_are_separate_statements(api: Api) -> None:
         assert r.json()["totalItems"] == 4
         r = await api.get("/collections/notes/records", perPage=2, skipTotal=1)
         assert r.json()["totalItems"] == -1
+        # Totals from the page itself (a short last page) or from a count.
+        for page, per_page, got in ((3, 2, [4]), (1, 5, [0, 1, 2, 3, 4]), (4, 2, []),
+                                    (2, 5, []), (1, 10, [0, 1, 2, 3, 4])):
+            r = await api.get("/collections/notes/records", perPage=per_page, page=page,
+                              sort="score")
+            body = r.json()
+            assert [i["score"] for i in body["items"]] == got
+            assert (body["totalItems"], body["totalPages"]) == (5, -(-5 // per_page))
+        r = await api.get("/collections/notes/records", filter="score > 99")
+        assert (r.json()["totalItems"], r.json()["totalPages"]) == (0, 0)
 
 
 async def test_bad_filters_stay_errors(api: Api) -> None:
