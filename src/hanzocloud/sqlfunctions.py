@@ -12,13 +12,14 @@ def geo_distance(lon_a: Any, lat_a: Any, lon_b: Any, lat_b: Any) -> float | None
     """Great-circle distance in kilometres between two (longitude, latitude) points given in
     degrees (haversine); NULL when any of them is not a number."""
     try:
-        lon1, lat1, lon2, lat2 = (math.radians(float(v)) for v in (lon_a, lat_a, lon_b, lat_b))
+        degrees = [float(v) for v in (lon_a, lat_a, lon_b, lat_b)]
     except (TypeError, ValueError, OverflowError):
         return None
+    if not all(math.isfinite(d) for d in degrees):  # sin(inf) raises: a query error
+        return None
+    lon1, lat1, lon2, lat2 = (math.radians(d) for d in degrees)
     h = (math.sin((lat2 - lat1) / 2) ** 2
          + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2)
-    if math.isnan(h):
-        return None
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
 
 

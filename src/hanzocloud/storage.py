@@ -142,6 +142,15 @@ def connect_sqlcipher(path: Path, dek: bytes, *, busy_ms: int = 10_000) -> sqlci
     return conn
 
 
+def wal_is_short(db: Path) -> bool:
+    """Whether closing `db` now is cheap enough for the loop thread: closing the last
+    connection checkpoints the WAL into the file, and a long WAL means disk writes."""
+    try:
+        return os.path.getsize(f"{db}-wal") <= SHORT_WAL_BYTES
+    except OSError:
+        return True
+
+
 class StorageHooks(Protocol):
     """What the durability replicator (hanzocloud.replicate) learns from the store."""
 
@@ -172,7 +181,6 @@ class TenantHandle:
     _sessions: async_sessionmaker[AsyncSession] | None = None
     _sync_engine: Engine | None = None
     _held: Connection | None = None  # the loop thread's connection, kept between transactions
-    _held_busy: bool = False
 
     @property
     def engine(self) -> AsyncEngine:
@@ -197,18 +205,15 @@ class TenantHandle:
         connection kept checked out between them, which spares a pool checkout and return
         (about three quarters of an empty transaction's cost). A transaction nested inside
         one, or one in a worker thread, takes a connection from the pool."""
-        if not inline or self._held_busy:
+        held = self._held
+        if not inline or (held is not None and held.in_transaction()):
             with self.sync_engine.begin() as conn:
                 yield conn
             return
-        if self._held is None or self._held.invalidated or self._held.closed:
-            self._held = self.sync_engine.connect()
-        conn, self._held_busy = self._held, True
-        try:
-            with conn.begin():
-                yield conn
-        finally:
-            self._held_busy = False
+        if held is None or held.invalidated or held.closed:
+            held = self._held = self.sync_engine.connect()
+        with held.begin():
+            yield held
 
     def session(self) -> AsyncSession:
         """A new session on this tenant's database."""
@@ -217,12 +222,8 @@ class TenantHandle:
         return self._sessions()
 
     def wal_is_short(self) -> bool:
-        """Whether closing now is cheap enough for the loop thread: closing the last
-        connection checkpoints the WAL into the file, and a long WAL means disk writes."""
-        try:
-            return os.path.getsize(f"{self.path}-wal") <= SHORT_WAL_BYTES
-        except OSError:
-            return True
+        """Whether closing now is cheap enough for the loop thread (see `wal_is_short`)."""
+        return wal_is_short(self.path)
 
     async def dispose(self) -> None:
         """Close every connection of both engines: on the loop thread when the WAL is
@@ -236,11 +237,7 @@ class TenantHandle:
             else:
                 await asyncio.to_thread(self._sync_engine.dispose)
         if self._engine is not None:
-            engine, self._engine, self._sessions = self._engine, None, None
-            # The async engine's connect closure refers back to this handle; letting go of
-            # the engine here frees the whole graph by reference counting, not by a later
-            # garbage collection pass that every open tenant would make longer.
-            await engine.dispose()
+            await self._engine.dispose()
 
 
 class TenantStore:
@@ -357,13 +354,15 @@ class TenantStore:
         return TenantHandle(org, service, path, connector, self)
 
     def _async_engine(self, handle: TenantHandle) -> AsyncEngine:
-        connector = handle.connector
+        # Nothing here refers back to the handle (which holds the engine): an evicted
+        # handle is then freed by reference counting, not left to the cycle collector.
+        connector, path = handle.connector, handle.path
 
         # The aiosqlite dialect, over connections that answer on the loop thread (see
         # hanzocloud.inline_sqlite): busy timeout 0, lock waits become asyncio back-offs.
         async def connect() -> InlineConnection:
             return InlineConnection(connector(busy_ms=0), busy_seconds=self.busy_seconds,
-                                    close_inline=handle.wal_is_short)
+                                    close_inline=lambda: wal_is_short(path))
 
         if self._dialect is None:
             first = create_async_engine("sqlite+aiosqlite://", async_creator=connect,

@@ -90,16 +90,10 @@ async def before_hooks(hooks: RecordHooks, org: str,
     """Run the org's `base_before_*` hooks on each request, as a single write would."""
     out = []
     for index, sub in enumerate(subs):
-        body = sub.body
+        action = {"POST": "create", "DELETE": "delete"}.get(sub.method, "update")
         try:
-            if sub.method == "DELETE":
-                await hooks.before(org, "delete", sub.collection, {"id": sub.record_id})
-            elif isinstance(body, dict) and sub.method == "POST":
-                body = await hooks.before(org, "create", sub.collection, body)
-            elif isinstance(body, dict):
-                body = dict(await hooks.before(org, "update", sub.collection,
-                                               {**body, "id": sub.record_id}))
-                body.pop("id", None)
+            body = await hooks.before_write(org, action, sub.collection, sub.body,
+                                            sub.record_id)
         except CloudError as exc:
             raise failure(index, exc) from None
         out.append(replace(sub, body=body))

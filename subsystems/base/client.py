@@ -67,8 +67,7 @@ class LocalBase:
         """Create a record from JSON."""
         org, who = _caller()
         body = _decode(data)
-        if isinstance(body, dict):
-            body = await self._hooks.before(org, "create", collection, body)
+        body = await self._hooks.before_write(org, "create", collection, body)
         created = await self._store.write(
             org, who, lambda tx: records.create_record(tx, collection, body))
         await self._hooks.after(org, "create", collection, created)
@@ -78,9 +77,7 @@ class LocalBase:
         """Update a record from JSON."""
         org, who = _caller()
         body = _decode(data)
-        if isinstance(body, dict):
-            body = dict(await self._hooks.before(org, "update", collection, {**body, "id": id}))
-            body.pop("id", None)
+        body = await self._hooks.before_write(org, "update", collection, body, id)
         updated = await self._store.write(
             org, who, lambda tx: records.update_record(tx, collection, id, body))
         await self._hooks.after(org, "update", collection, updated)
@@ -89,7 +86,7 @@ class LocalBase:
     async def delete_record(self, collection: str, id: str) -> None:
         """Delete a record."""
         org, who = _caller()
-        await self._hooks.before(org, "delete", collection, {"id": id})
+        await self._hooks.before_write(org, "delete", collection, None, id)
         await self._store.write(org, who, lambda tx: records.delete_record(tx, collection, id))
         await self._hooks.after(org, "delete", collection, {"id": id})
 

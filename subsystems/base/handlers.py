@@ -106,8 +106,7 @@ class Handlers:
         """Create a record."""
         org, who = _caller()
         name, body = _name(request), await _record_body(request)
-        if isinstance(body, dict):
-            body = await self.hooks.before(org, "create", name, body)
+        body = await self.hooks.before_write(org, "create", name, body)
         shape = _shaper(request, name)
         created = await self.store.write(
             org, who, lambda tx: shape(tx, records.create_record(tx, name, body)))
@@ -119,9 +118,7 @@ class Handlers:
         org, who = _caller()
         name, rid = _name(request), str(request.path_params["id"])
         body, shape = await _record_body(request), _shaper(request, name)
-        if isinstance(body, dict):
-            body = await self.hooks.before(org, "update", name, {**body, "id": rid})
-            body.pop("id", None)
+        body = await self.hooks.before_write(org, "update", name, body, rid)
         updated = await self.store.write(
             org, who, lambda tx: shape(tx, records.update_record(tx, name, rid, body)))
         await self.hooks.after(org, "update", name, updated)
@@ -131,7 +128,7 @@ class Handlers:
         """Delete a record (cascading where relations ask for it)."""
         org, who = _caller()
         name, rid = _name(request), str(request.path_params["id"])
-        await self.hooks.before(org, "delete", name, {"id": rid})
+        await self.hooks.before_write(org, "delete", name, None, rid)
         await self.store.write(org, who, lambda tx: records.delete_record(tx, name, rid))
         await self.hooks.after(org, "delete", name, {"id": rid})
         return Response(status_code=204)

@@ -38,6 +38,23 @@ class RecordHooks:
                 record = result.record
         return record
 
+    async def before_write(self, org: str, action: str, collection: str, body: Any,
+                           record_id: str = "") -> Any:
+        """The before hook of one write, shown the record as every caller shows it: the
+        body for a create, the body with its id for an update, the id alone for a delete.
+        Returns the body to write (a modify replaces it). A body that is not an object is
+        passed through untouched, for the write itself to refuse."""
+        if action == "delete":
+            await self.before(org, "delete", collection, {"id": record_id})
+            return body
+        if not isinstance(body, dict):
+            return body
+        if action == "create":
+            return await self.before(org, "create", collection, body)
+        record = dict(await self.before(org, "update", collection, {**body, "id": record_id}))
+        record.pop("id", None)
+        return record
+
     async def after(self, org: str, action: str, collection: str,
                     record: dict[str, Any]) -> None:
         """Run `base_after_<action>` after the commit; failures are logged, never raised."""

@@ -7,11 +7,11 @@ the same parameters, so it is done once: `prepare` compiles the statement to its
 and positional parameters, and `Prepared.rows` hands them to the SQLCipher cursor of the
 transaction's connection.
 
-The cache lives on the org's `Schema`, so a schema change (which installs a new `Schema`)
-starts a fresh one. A key must name everything the SQL depends on: the caller (the rule
-context is a pure function of the identity), the query parameters, and the rule texts. A
-rule or filter that reads the clock (`@now`, `@todayStart`, …) changes with time and is
-never cached; neither is anything that depends on a request body.
+The cache lives on the org's `Schema`, so a schema change (which installs a new `Schema`,
+rules included) starts a fresh one. Within a schema a key must name everything else the SQL
+depends on: the caller (the rule context is a pure function of the identity) and the query
+parameters. A rule or filter that reads the clock (`@now`, `@todayStart`, …) changes with
+time and is never cached; neither is anything that depends on a request body.
 """
 
 from __future__ import annotations

@@ -109,8 +109,8 @@ def list_records(tx: Tx, name: str, params: ListParams) -> dict[str, Any]:
         else:
             # A separate count: cheaper than a window count, which must materialize and
             # sort every match before LIMIT (about 40% of a 30-row page's SQL time).
-            key = ("count", coll.id, caller_key(tx.identity), params.filter)
-            total = _rows(tx, key, texts, build_count)[0]["total"]
+            count_key = ("count", coll.id, caller_key(tx.identity), params.filter)
+            total = _rows(tx, count_key, texts, build_count)[0]["total"]
         pages = math.ceil(total / params.per_page)
     return {"page": params.page, "perPage": params.per_page, "totalItems": total,
             "totalPages": pages, "items": pick(items, params.fields)}

@@ -42,6 +42,7 @@ def test_geo_distance_is_haversine_in_kilometres() -> None:
     assert math.isclose(geo_distance(0, 0, 180, 0), math.pi * 6371.0)  # type: ignore[arg-type]
     assert geo_distance(None, 1, 2, 3) is None and geo_distance("x", 1, 2, 3) is None
     assert geo_distance(float("nan"), 1, 2, 3) is None
+    assert geo_distance("1e999", 1, 2, 3) is None and geo_distance(float("-inf"), 1, 2, 3) is None
 
 
 async def test_geo_distance_in_filters(places: Api) -> None:
@@ -54,6 +55,10 @@ async def test_geo_distance_in_filters(places: Api) -> None:
         == ["london"]
     assert await names(places, "geoDistance(null, lat, 1, 2) = null") == [
         "london", "nowhere", "plovdiv", "sofia"]
+    # A stored value that overflows to infinity is no number, not a failed query.
+    await places.create("places", {"name": "overflow", "meta": {"lon": "1e999"}})
+    assert await names(places, "geoDistance(meta.lon, lat, 1, 2) = null") == [
+        "nowhere", "overflow"]
 
 
 async def test_strftime_in_filters(places: Api) -> None:

@@ -160,7 +160,8 @@ class TenantLog:
         """Whether a step now would do nothing: every frame in the WAL is shipped, and no
         checkpoint or snapshot is due. One read of the wal-index header, never a wait, so
         the replicator asks on the event loop before it hands a step to a worker thread
-        (a thread hop per idle tenant per pass cost the serving loop half its throughput)."""
+        (a thread hop per idle tenant per pass cost the serving loop about a third of its
+        throughput)."""
         if self.generation is None or self.closed:
             return False
         try:
