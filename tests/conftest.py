@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -113,9 +114,10 @@ def start_server(args: list[str], *, env: dict[str, str] | None = None,
 
     def drain() -> None:  # a full stderr pipe would block the server's event loop
         assert proc.stderr is not None
-        for line in proc.stderr:
-            stderr_tail.append(line)
-            del stderr_tail[:-200]
+        with contextlib.suppress(ValueError, OSError):  # the pipe closed at teardown
+            for line in proc.stderr:
+                stderr_tail.append(line)
+                del stderr_tail[:-200]
 
     stderr_tail: list[str] = []
     threading.Thread(target=pump, daemon=True).start()
