@@ -134,7 +134,6 @@ class RequestContext:
         request_id = incoming if _REQUEST_ID.match(incoming) else new_request_id()
         rid_token = current_request_id.set(request_id)
         id_token = current_identity.set(ANONYMOUS)
-        structlog.contextvars.bind_contextvars(request_id=request_id)
         added: list[tuple[bytes, bytes]] = []
         added_token = response_headers.set(added)
         started = time.perf_counter()
@@ -169,7 +168,6 @@ class RequestContext:
             log.info("request", listener=self.listener, method=scope.get("method"),
                      route=route, subsystem=subsystem, status=status, org=identity.org or None,
                      duration_ms=round(duration * 1000, 3))
-            structlog.contextvars.unbind_contextvars("request_id")
             response_headers.reset(added_token)
             current_identity.reset(id_token)
             current_request_id.reset(rid_token)

@@ -10,6 +10,8 @@ from typing import Any
 
 import structlog
 
+from hanzocloud.identity import current_request_id
+
 _SECRET_KEYS = re.compile(
     r"(authorization|password|secret|token|api[_-]?key|cookie|master|dek|kek|credential)",
     re.IGNORECASE,
@@ -35,6 +37,15 @@ def scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[st
     return event
 
 
+def add_request_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the id of the request being served, if any (read from its
+    context variable, so serving a request binds nothing per request)."""
+    request_id = current_request_id.get()
+    if request_id:
+        event.setdefault("request_id", request_id)
+    return event
+
+
 def configure(level: str = "info") -> None:
     """Configure structlog (and stdlib logging, for libraries) to write JSON lines."""
     numeric = logging.getLevelName(level.upper())
@@ -43,6 +54,7 @@ def configure(level: str = "info") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_request_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -37,6 +37,8 @@ from hanzocloud.inline_sqlite import InlineConnection, patiently
 from hanzocloud.keys import MasterKey, lp, new_dek, unwrap_dek, wrap_dek
 
 log = structlog.get_logger("hanzocloud.storage")
+_CACHE_HIT = metrics.TENANT_CACHE.labels("hit")  # counted on every open: look the children up once
+_CACHE_MISS = metrics.TENANT_CACHE.labels("miss")
 
 SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}", re.ASCII)
 SERVICE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
@@ -210,10 +212,47 @@ class TenantHandle:
             with self.sync_engine.begin() as conn:
                 yield conn
             return
-        if held is None or held.invalidated or held.closed:
-            held = self._held = self.sync_engine.connect()
+        held = self._held_connection()
         with held.begin():
             yield held
+
+    @contextlib.contextmanager
+    def snapshot(self, *, inline: bool) -> Iterator[Connection]:
+        """A read-only transaction: on the held connection when `inline` (as `transaction`),
+        else on one from the pool.
+
+        Every statement in the block reads one snapshot of the database (a list page, its
+        count and its expansions agree even while another process writes), and the block
+        ends in a rollback. It is begun and ended on the driver connection itself:
+        SQLAlchemy's transaction bookkeeping costs more than the short read it would wrap.
+        A block that changes rows raises `RuntimeError` (the changes are rolled back)."""
+        held = self._held
+        if inline and (held is None or not held.in_transaction()):
+            yield from self._read_only(self._held_connection())
+            return
+        with self.sync_engine.connect() as conn:
+            yield from self._read_only(conn)
+
+    @staticmethod
+    def _read_only(conn: Connection) -> Iterator[Connection]:
+        raw: Any = conn.connection.dbapi_connection
+        before = raw.total_changes
+        raw.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction():  # a statement through SQLAlchemy joined it
+                conn.rollback()
+            elif raw.in_transaction:
+                raw.rollback()
+        if raw.total_changes != before:
+            raise RuntimeError("a read-only transaction changed rows (rolled back)")
+
+    def _held_connection(self) -> Connection:
+        held = self._held
+        if held is None or held.invalidated or held.closed:
+            held = self._held = self.sync_engine.connect()
+        return held
 
     def session(self) -> AsyncSession:
         """A new session on this tenant's database."""
@@ -428,13 +467,13 @@ class TenantStore:
         if handle is not None:
             self._open.move_to_end(key)
             handle.last_used = time.monotonic()
-            metrics.TENANT_CACHE.labels("hit").inc()
+            _CACHE_HIT.inc()
             return handle
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             handle = self._open.get(key)
             if handle is None:
-                metrics.TENANT_CACHE.labels("miss").inc()
+                _CACHE_MISS.inc()
                 if self.replicator is not None:  # lease, and restore a missing file first
                     await self.replicator.before_open(org, service, self.path_for(org, service))
                 handle = self._build(org, service)
@@ -463,7 +502,7 @@ class TenantStore:
                 self.replicator.touched(org, service)
 
     async def run_sync(self, org: str, service: str, fn: Callable[[Any], Any], *,
-                       offload: bool = False) -> Any:
+                       offload: bool = False, read_only: bool = False) -> Any:
         """Run `fn(sync_connection)` on the tenant's database inside one transaction.
 
         By default `fn` runs on the event loop thread, start to commit, with no thread hop per
@@ -476,13 +515,19 @@ class TenantStore:
         this one), the transaction is rolled back and `fn` is called again after a short
         back-off, for up to `busy_seconds`: so `fn` must not have effects outside the database
         that a retry would repeat.
+
+        `read_only=True` runs `fn` in a snapshot (`TenantHandle.snapshot`): all its reads see
+        the database at one moment, nothing is committed, and a change raises.
         """
         handle = await self.open(org, service)
         handle.users += 1
-        wrote = True
+        wrote = not read_only
 
         def attempt() -> Any:
             nonlocal wrote
+            if read_only:
+                with handle.snapshot(inline=not offload) as conn:
+                    return fn(conn)
             with handle.transaction(inline=not offload) as conn:
                 raw = conn.connection.dbapi_connection
                 before = raw.total_changes  # type: ignore[union-attr]

@@ -98,6 +98,12 @@ def drop_collection(conn: sa.Connection, c: Collection) -> None:
     conn.execute(COLLECTIONS.delete().where(COLLECTIONS.c.id == c.id))
 
 
+def has_meta(conn: sa.Connection) -> bool:
+    """Whether this base.db has its meta table (any write creates it)."""
+    return conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                "name = ?", (COLLECTIONS.name,)).first() is not None
+
+
 def load_collections(conn: sa.Connection) -> list[dict[str, Any]]:
     """Every stored collection definition, oldest first."""
     rows = conn.execute(sa.select(COLLECTIONS.c.data).order_by(COLLECTIONS.c.name)).all()

@@ -26,7 +26,7 @@ from hanzocloud.identity import Identity
 from hanzocloud.routing import has_role
 from hanzocloud.storage import INTEGRITY_ERRORS, OPERATIONAL_ERRORS, TenantStore
 from subsystems.base.collections import Collection, Schema, from_store
-from subsystems.base.ddl import ensure_meta, load_collections
+from subsystems.base.ddl import ensure_meta, has_meta, load_collections
 from subsystems.base.filter_sql import RuleContext
 
 SERVICE = "base"
@@ -101,9 +101,13 @@ class BaseStore:
         self.on_commit: list[Callable[[str, list[Event]], None]] = []
         self.viewers: Viewers | None = None
 
-    def _schema(self, conn: sa.Connection, org: str) -> Schema:
+    def _schema(self, conn: sa.Connection, org: str, *, create: bool = True) -> Schema:
+        """The org's collections (cached). A read (`create=False`) of a base.db that has no
+        meta table yet sees no collections; a write creates the table."""
         schema = self._schemas.get(org)
         if schema is None:
+            if not create and not has_meta(conn):
+                return Schema([])
             ensure_meta(conn)
             schema = Schema([from_store(d) for d in load_collections(conn)])
             self._remember(org, schema)
@@ -116,18 +120,21 @@ class BaseStore:
             self._schemas.popitem(last=False)
 
     async def read(self, org: str, identity: Identity, fn: Callable[[Tx], T]) -> T:
-        """Run `fn` in a read transaction of `org`'s base.db."""
+        """Run `fn` in a read-only snapshot of `org`'s base.db (every query of a request
+        sees the same moment: a list page agrees with its total and its expansions)."""
         def run(conn: sa.Connection) -> T:
-            return fn(Tx(conn, org, identity, self._schema(conn, org)))
+            return fn(Tx(conn, org, identity, self._schema(conn, org, create=False)))
 
         try:
-            return await self.tenants.run_sync(org, SERVICE, run)  # type: ignore[no-any-return]
+            return await self.tenants.run_sync(  # type: ignore[no-any-return]
+                org, SERVICE, run, read_only=True)
         except OPERATIONAL_ERRORS as exc:
             if "no such" not in str(exc):
                 raise
             # A schema change committed between loading the cached schema and the query.
             self._schemas.pop(org, None)
-            return await self.tenants.run_sync(org, SERVICE, run)  # type: ignore[no-any-return]
+            return await self.tenants.run_sync(  # type: ignore[no-any-return]
+                org, SERVICE, run, read_only=True)
 
     async def write(self, org: str, identity: Identity, fn: Callable[[Tx], T], *,
                     offload: bool = False) -> T:

@@ -29,6 +29,17 @@ async def test_create_view_list_delete(api: Api) -> None:
     assert_error(await api.get("/collections/notes/records"), 404)
 
 
+
+async def test_a_new_orgs_first_requests_may_be_reads(api: Api) -> None:
+    # Reads run in read-only snapshots: they must not need (or half-create) the meta table
+    # that the first write creates.
+    listed = (await api.get("/collections")).json()
+    assert listed["totalItems"] == 0 and listed["items"] == []
+    assert_error(await api.get("/collections/notes/records"), 404)
+    await api.collection("notes", [TITLE])
+    assert (await api.get("/collections")).json()["totalItems"] == 1
+    assert (await api.get("/collections/notes/records")).json()["totalItems"] == 0
+
 BAD_DEFINITIONS: list[tuple[str, dict[str, Any], str]] = [
     ("no name", {"fields": []}, "invalid collection name"),
     ("sql name", {"name": "x; DROP TABLE y", "fields": []}, "invalid collection name"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -35,6 +36,33 @@ def test_server_answers_health_ready_metrics(server_factory: Callable[..., Runni
     assert server.proc.wait(timeout=30) == 0
     assert (tmp_path / "dev-master.key").stat().st_mode & 0o777 == 0o600
 
+
+
+def test_request_logs_carry_the_request_id_and_no_credential(
+        server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
+    server = server_factory([*hanzocloud_cmd(), "--dev", f"--data-dir={tmp_path}",
+                             "--listen=127.0.0.1:0", "--health-listen=127.0.0.1:0",
+                             "--admin-listen=127.0.0.1:0", "--zap-listen=127.0.0.1:0",
+                             "--log-level=info"])
+    token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtbWFya2VyIn0.c2lnbmF0dXJlLW1hcmtlcg"
+    given = httpx.get(f"{server.public}/v1/brand", headers={"X-Request-Id": "rid-given-1"})
+    made = httpx.get(f"{server.public}/v1/base/api/health",
+                     headers={"Authorization": f"Bearer {token}"})
+    assert given.status_code == 200 and made.status_code == 401
+    wanted = {"rid-given-1": 200, made.headers["x-request-id"]: 401}
+    seen: dict[str, int] = {}
+    until = time.monotonic() + 10
+    while time.monotonic() < until and seen != wanted:
+        seen = {}
+        for line in server.stderr().splitlines():
+            if line.startswith("{"):
+                event = json.loads(line)
+                if event.get("event") == "request" and event.get("request_id") in wanted:
+                    seen[event["request_id"]] = event["status"]
+        time.sleep(0.05)
+    assert seen == wanted
+    logged = server.stderr()
+    assert "c2lnbmF0dXJlLW1hcmtlcg" not in logged and token[:20] not in logged
 
 def test_sigterm_drains_in_flight_request(server_factory: Callable[..., RunningServer],
                                           tmp_path: Path) -> None:

@@ -319,6 +319,57 @@ async def test_inline_transactions_share_one_connection(tmp_path: Path,
     assert handle._held is None
 
 
+
+@pytest.mark.parametrize("offload", [False, True])
+async def test_a_read_only_run_sees_one_snapshot(tmp_path: Path, master: MasterKey,
+                                                 offload: bool) -> None:
+    store = TenantStore(tmp_path, master)
+    await write(store, "acme", "first")
+    handle = await store.open("acme", "notes")
+
+    def count(conn: Any) -> int:
+        return int(conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one())
+
+    def read_around_a_commit(conn: Any) -> tuple[int, int, int]:
+        before = count(conn)
+        with handle.sync_engine.begin() as writer:  # another connection commits meanwhile
+            writer.exec_driver_sql("INSERT INTO t VALUES ('meanwhile')")
+        rows = len(conn.exec_driver_sql("SELECT v FROM t").all())  # through the driver…
+        return before, rows, count(conn)                          # …and SQLAlchemy
+
+    assert await store.run_sync("acme", "notes", read_around_a_commit, read_only=True,
+                                offload=offload) == (1, 1, 1)
+    # The snapshot ended; the next read sees the commit, and the held connection is clean.
+    assert await store.run_sync("acme", "notes", count, read_only=True) == 2
+    clean = await store.run_sync("acme", "notes", lambda c: c.connection.dbapi_connection
+                                 .in_transaction)
+    assert clean is False
+    await store.close()
+
+
+async def test_a_read_only_run_that_writes_raises_and_keeps_nothing(
+        tmp_path: Path, master: MasterKey) -> None:
+    store = TenantStore(tmp_path, master)
+    await write(store, "acme", "first")
+
+    def sneaky(conn: Any) -> None:
+        conn.exec_driver_sql("INSERT INTO t VALUES ('sneaky')")
+
+    with pytest.raises(RuntimeError, match="read-only"):
+        await store.run_sync("acme", "notes", sneaky, read_only=True)
+    assert await read(store, "acme") == ["first"]
+
+    def nested(conn: Any) -> list[str]:  # a snapshot inside a write transaction
+        conn.exec_driver_sql("INSERT INTO t VALUES ('outer')")
+        handle = store._open[("acme", "notes")]
+        with handle.snapshot(inline=True) as other:
+            assert other is not conn
+            return [r[0] for r in other.exec_driver_sql("SELECT v FROM t ORDER BY rowid")]
+
+    assert await store.run_sync("acme", "notes", nested) == ["first"]  # not yet committed
+    assert await read(store, "acme") == ["first", "outer"]
+    await store.close()
+
 async def test_an_evicted_handle_is_freed_without_a_collection(tmp_path: Path,
                                                                master: MasterKey) -> None:
     import asyncio
