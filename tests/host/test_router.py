@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Host, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hanzocloud.routing import IndexedRouter
+from hanzocloud.routing import IndexedRouter, route_path
 
 
 def _endpoint(label: str):  # type: ignore[no-untyped-def]
@@ -127,3 +127,15 @@ async def test_any_path_same_outcome(segments: list[str], method: str) -> None:
     path = "/" + "/".join(segments)
     assume(not path.startswith("//"))  # httpx reads that as a host
     assert await _outcome(indexed, method, path) == await _outcome(plain, method, path)
+
+
+@pytest.mark.parametrize(("path", "root_path", "expected"), [
+    ("/v1/base/api/x", "", "/v1/base/api/x"),
+    ("/v1/base/api/x", "/v1/base", "/api/x"),
+    ("/v1/base", "/v1/base", ""),
+    ("/v1/basement/x", "/v1/base", "/v1/basement/x"),  # a prefix, not a parent folder
+    ("/other", "/v1/base", "/other"),
+])
+def test_route_path_strips_only_a_whole_mount_prefix(path: str, root_path: str,
+                                                      expected: str) -> None:
+    assert route_path({"path": path, "root_path": root_path}) == expected
