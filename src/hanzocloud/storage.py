@@ -49,6 +49,8 @@ OPERATIONAL_ERRORS: tuple[type[Exception], ...] = (sa_exc.OperationalError,
                                                    sqlcipher3.OperationalError)
 # A WAL up to this size is checkpointed on close within about a millisecond.
 SHORT_WAL_BYTES = 256 * 1024
+# Evicted handles whose close may be pending before the next open waits for them.
+MAX_PENDING_CLOSES = 16
 GLOBAL = ""  # the org label of platform-wide files in keys and AAD: no slug can be empty
 
 
@@ -492,14 +494,21 @@ class TenantStore:
         """`async with store.session(org, svc) as s:`, pinning the handle while in use."""
         handle = await self.open(org, service)
         handle.users += 1
+        session = handle.session()
         try:
-            async with handle.session() as session:
-                yield session
+            yield session
         finally:
-            handle.users -= 1
-            handle.last_used = time.monotonic()
-            if self.replicator is not None:
-                self.replicator.touched(org, service)
+            try:
+                # Not `async with session`: its exit runs close() in a task of its own, two
+                # more loop steps per session, so that a cancellation cannot cut the close
+                # short. Over inline connections close() does not suspend (the rollback and
+                # the return to the pool run at once), so nothing can cut it short.
+                await session.close()
+            finally:
+                handle.users -= 1
+                handle.last_used = time.monotonic()
+                if self.replicator is not None:
+                    self.replicator.touched(org, service)
 
     async def run_sync(self, org: str, service: str, fn: Callable[[Any], Any], *,
                        offload: bool = False, read_only: bool = False) -> Any:
@@ -555,6 +564,12 @@ class TenantStore:
                 log.warning("tenant_lru_all_in_use", open=len(self._open), bound=self.max_open)
                 return
             await self._close_handle(victim, wait=False)
+        if len(self._closing) >= MAX_PENDING_CLOSES:
+            # Evicted handles close in tasks of their own, which run when the loop gets a
+            # turn. A caller that opens tenant after tenant without ever yielding (a script,
+            # a loop of inline transactions) would pile them up, each still holding its
+            # connections: wait for them here, so connections stay bounded as handles are.
+            await asyncio.wait(set(self._closing))
 
     async def _close_handle(self, key: tuple[str, str], *, wait: bool = True) -> None:
         handle = self._open.pop(key)

@@ -133,12 +133,23 @@ def test_good_slugs() -> None:
 
 
 async def test_lru_bound_holds_over_2000_tenants(tmp_path: Path, master: MasterKey) -> None:
+    from hanzocloud.storage import MAX_PENDING_CLOSES
+
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
     store = TenantStore(tmp_path, master, max_open=16)
-    for i in range(2000):
+    before, most = open_files(), 0
+    for i in range(2000):  # sessions and transactions in turn, never yielding to the loop
         async with store.session(f"org-{i}", "notes") as s:
             await s.execute(text("SELECT 1"))
+        await store.run_sync(f"org-{i}", "notes", lambda c: c.exec_driver_sql("SELECT 1"))
         assert store.open_count <= 16
+        most = max(most, open_files() - before)
     assert store.peak_open <= 16 and store.opens == 2000
+    # Evicted handles' connections close too: each open handle holds at most two connections
+    # of three files (database, WAL, WAL index), and only a few closes may be pending.
+    assert most <= (16 + MAX_PENDING_CLOSES) * 2 * 3
     await store.close()
     assert store.open_count == 0
 
@@ -407,6 +418,40 @@ async def test_sessions_run_on_the_loop_thread_without_threads_of_their_own(
         await write(store, f"org-{i}", f"v{i}")
         assert await read(store, f"org-{i}") == [f"v{i}"]
     assert threading.active_count() == before  # no connection thread per tenant
+    await store.close()
+
+
+async def test_a_session_closes_without_a_loop_step_and_when_cancelled(
+        tmp_path: Path, master: MasterKey) -> None:
+    import asyncio
+
+    store = TenantStore(tmp_path, master)
+    await write(store, "acme", "first")
+    handle = await store.open("acme", "notes")
+    ran: list[str] = []
+    async with store.session("acme", "notes") as s:
+        await s.execute(text("INSERT INTO t VALUES ('uncommitted')"))
+        asyncio.get_running_loop().call_soon(ran.append, "loop step")
+    # Closed (rolled back, connection back in the pool) before the loop ran anything else.
+    assert ran == [] and handle.users == 0 and handle.engine.pool.checkedout() == 0
+    await asyncio.sleep(0)
+    assert ran == ["loop step"]
+
+    entered = asyncio.Event()
+
+    async def stuck() -> None:
+        async with store.session("acme", "notes") as s:
+            await s.execute(text("INSERT INTO t VALUES ('cancelled')"))
+            entered.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(stuck())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert handle.users == 0 and handle.engine.pool.checkedout() == 0
+    assert await read(store, "acme") == ["first"]
     await store.close()
 
 
