@@ -40,6 +40,8 @@ _HELP = {
     "shutdown_timeout": "seconds to drain in-flight requests on SIGTERM",
     "tenant_cache_size": "most tenant databases kept open at once",
     "tenant_idle_seconds": "close a tenant database after this many idle seconds",
+    "tenant_read_budget_ms": "a read that holds the event loop longer than this moves to a "
+                             "worker thread (0: never)",
     "replicate_url": "stream every database to this fsspec URL (file://, s3://, memory://); "
                      "--dev defaults to file://<data dir>/replicate-sink",
     "replicate_wal_hours": "keep shipped WAL for point-in-time restores this many hours",

@@ -27,6 +27,11 @@ TENANT_CACHE = Counter(
     "hanzocloud_tenant_cache", "Tenant handle cache lookups, by result (hit or miss).",
     ["result"], registry=REGISTRY,
 )
+SLOW_READS = Counter(
+    "hanzocloud_tenant_slow_reads",
+    "Read-only tenant transactions that outran the loop thread's budget and ran again in a "
+    "worker thread.", registry=REGISTRY,
+)
 CACHE = Counter(
     "hanzocloud_cache", "Lookups in named in-process caches, by cache and result.",
     ["cache", "result"], registry=REGISTRY,

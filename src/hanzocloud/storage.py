@@ -51,6 +51,10 @@ OPERATIONAL_ERRORS: tuple[type[Exception], ...] = (sa_exc.OperationalError,
 SHORT_WAL_BYTES = 256 * 1024
 # Evicted handles whose close may be pending before the next open waits for them.
 MAX_PENDING_CLOSES = 16
+# How often (in SQLite VM steps) a read with a time budget checks the clock: a short read
+# finishes before the first check; a long one is checked about every 0.1 ms.
+PROGRESS_STEPS = 10_000
+_SQLITE_INTERRUPT = 9
 GLOBAL = ""  # the org label of platform-wide files in keys and AAD: no slug can be empty
 
 
@@ -123,6 +127,12 @@ def is_busy(exc: BaseException) -> bool:
     SQLite result code, extended codes included, is BUSY or LOCKED."""
     code = getattr(getattr(exc, "orig", None) or exc, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+def interrupted(exc: Exception) -> bool:
+    """Whether `exc` is SQLite's "interrupted" (a read that outran its budget)."""
+    code = getattr(getattr(exc, "orig", None) or exc, "sqlite_errorcode", None)
+    return isinstance(exc, OPERATIONAL_ERRORS) and code == _SQLITE_INTERRUPT
 
 
 def _busy(exc: Exception) -> bool:
@@ -219,7 +229,7 @@ class TenantHandle:
             yield held
 
     @contextlib.contextmanager
-    def snapshot(self, *, inline: bool) -> Iterator[Connection]:
+    def snapshot(self, *, inline: bool, budget: float | None = None) -> Iterator[Connection]:
         """A read-only transaction: on the held connection when `inline` (as `transaction`),
         else on one from the pool.
 
@@ -227,22 +237,30 @@ class TenantHandle:
         count and its expansions agree even while another process writes), and the block
         ends in a rollback. It is begun and ended on the driver connection itself:
         SQLAlchemy's transaction bookkeeping costs more than the short read it would wrap.
-        A block that changes rows raises `RuntimeError` (the changes are rolled back)."""
+        A block that changes rows raises `RuntimeError` (the changes are rolled back).
+
+        With a `budget` (seconds), SQLite interrupts a statement still running once the
+        block has taken that long (it raises "interrupted"; see `interrupted`)."""
         held = self._held
         if inline and (held is None or not held.in_transaction()):
-            yield from self._read_only(self._held_connection())
+            yield from self._read_only(self._held_connection(), budget)
             return
         with self.sync_engine.connect() as conn:
-            yield from self._read_only(conn)
+            yield from self._read_only(conn, budget)
 
     @staticmethod
-    def _read_only(conn: Connection) -> Iterator[Connection]:
+    def _read_only(conn: Connection, budget: float | None) -> Iterator[Connection]:
         raw: Any = conn.connection.dbapi_connection
         before = raw.total_changes
+        if budget is not None:
+            deadline = time.monotonic() + budget
+            raw.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
         raw.execute("BEGIN")
         try:
             yield conn
         finally:
+            if budget is not None:
+                raw.set_progress_handler(None, 0)
             if conn.in_transaction():  # a statement through SQLAlchemy joined it
                 conn.rollback()
             elif raw.in_transaction:
@@ -292,11 +310,15 @@ class TenantStore:
         max_open: int = 256,
         idle_seconds: float = 300.0,
         pool_size: int = 4,
+        read_budget: float = 0.02,
     ) -> None:
         if max_open < 1:
             raise ValueError("max_open must be at least 1")
         self.data_dir = data_dir
         self.master = master
+        # How long a read-only run_sync may hold the loop thread before it moves to a worker
+        # thread (0: never moves).
+        self.read_budget = read_budget
         self.max_open = max_open
         self.idle_seconds = idle_seconds
         self.pool_size = pool_size
@@ -526,18 +548,23 @@ class TenantStore:
         that a retry would repeat.
 
         `read_only=True` runs `fn` in a snapshot (`TenantHandle.snapshot`): all its reads see
-        the database at one moment, nothing is committed, and a change raises.
+        the database at one moment, nothing is committed, and a change raises. An inline read
+        that takes longer than `read_budget` is interrupted and run again from the start in a
+        worker thread, so one tenant's heavy query does not stall every other request: `fn`
+        must then also be safe to call from a worker thread.
         """
         handle = await self.open(org, service)
         handle.users += 1
         wrote = not read_only
+        inline = not offload
+        budget = self.read_budget if read_only and inline and self.read_budget > 0 else None
 
         def attempt() -> Any:
             nonlocal wrote
             if read_only:
-                with handle.snapshot(inline=not offload) as conn:
+                with handle.snapshot(inline=inline, budget=budget) as conn:
                     return fn(conn)
-            with handle.transaction(inline=not offload) as conn:
+            with handle.transaction(inline=inline) as conn:
                 raw = conn.connection.dbapi_connection
                 before = raw.total_changes  # type: ignore[union-attr]
                 result = fn(conn)
@@ -549,8 +576,21 @@ class TenantStore:
                 return result
 
         try:
+            try:
+                return await patiently(attempt, retry=_busy, seconds=self.busy_seconds,
+                                       offload=offload)
+            except OPERATIONAL_ERRORS as exc:
+                if budget is None or not interrupted(exc):
+                    raise
+            # A read that outran its budget on the loop thread (a scan of a big table, say):
+            # every other request waited meanwhile. It runs again in a worker thread, where
+            # it may take as long as it needs while the loop serves the others.
+            metrics.SLOW_READS.inc()
+            log.info("read_moved_to_thread", org=org, service=service,
+                     budget_ms=round(self.read_budget * 1000, 1))
+            inline, budget = False, None
             return await patiently(attempt, retry=_busy, seconds=self.busy_seconds,
-                                   offload=offload)
+                                   offload=True)
         finally:
             handle.users -= 1
             handle.last_used = time.monotonic()

@@ -16,6 +16,7 @@ time and is never cached; neither is anything that depends on a request body.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,8 @@ from subsystems.base.filter_sql import reads_clock
 # Prepared statements kept per org schema; the oldest goes first when it is full.
 CACHE_SIZE = 1024
 _PLAIN = (str, int, float, bytes, type(None))
+_FILLING = threading.Lock()
+_ABSENT = object()
 
 
 def caller_key(identity: Identity) -> tuple[Any, ...]:
@@ -92,11 +95,13 @@ def cached(schema: Schema, key: Hashable, texts: tuple[str | None, ...],
     """The prepared statement under `key`, built (and kept unless one of `texts`, the
     rules and filters it compiles, reads the clock) on first use."""
     store: dict[Hashable, Prepared | None] = schema.prepared
-    if key in store:
-        return store[key]
+    found = store.get(key, _ABSENT)
+    if found is not _ABSENT:
+        return found  # type: ignore[return-value]
     found = build()
     if not any(reads_clock(text) for text in texts):
-        if len(store) >= CACHE_SIZE:
-            del store[next(iter(store))]
-        store[key] = found
+        with _FILLING:  # a read moved to a worker thread may fill the cache too
+            if len(store) >= CACHE_SIZE:
+                del store[next(iter(store))]
+            store[key] = found
     return found

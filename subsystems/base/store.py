@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ class BaseStore:
     def __init__(self, tenants: TenantStore) -> None:
         self.tenants = tenants
         self._schemas: OrderedDict[str, Schema] = OrderedDict()
+        self._schema_lock = threading.Lock()  # reads moved to worker threads cache schemas too
         self._locks: dict[str, asyncio.Lock] = {}
         self.on_commit: list[Callable[[str, list[Event]], None]] = []
         self.viewers: Viewers | None = None
@@ -109,15 +111,23 @@ class BaseStore:
             if not create and not has_meta(conn):
                 return Schema([])
             ensure_meta(conn)
-            schema = Schema([from_store(d) for d in load_collections(conn)])
-            self._remember(org, schema)
+            loaded = Schema([from_store(d) for d in load_collections(conn)])
+            schema = self._remember(org, loaded, replace=False)
         return schema
 
-    def _remember(self, org: str, schema: Schema) -> None:
-        self._schemas[org] = schema
-        self._schemas.move_to_end(org)
-        while len(self._schemas) > _CACHE_SIZE:
-            self._schemas.popitem(last=False)
+    def _remember(self, org: str, schema: Schema, *, replace: bool = True) -> Schema:
+        """Cache `schema` as the org's; returns the cached one. A schema read from the file
+        (`replace=False`) does not displace one already cached: a read moved to a worker
+        thread may have loaded it from a snapshot older than a schema change that committed
+        (and was cached) meanwhile."""
+        with self._schema_lock:
+            if not replace and org in self._schemas:
+                return self._schemas[org]
+            self._schemas[org] = schema
+            self._schemas.move_to_end(org)
+            while len(self._schemas) > _CACHE_SIZE:
+                self._schemas.popitem(last=False)
+            return schema
 
     async def read(self, org: str, identity: Identity, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in a read-only snapshot of `org`'s base.db (every query of a request

@@ -241,3 +241,11 @@ def test_route_inside_another_prefix_is_a_collision(settings_factory: Callable[.
     b.well_known([route("/v1/a/x", lambda r: None)])
     with pytest.raises(ConfigError, match="'b' claims /v1/a/x, inside the prefix /v1/a"):
         compile_table([a, b], [])
+
+
+def test_tenant_settings_reach_the_store(settings_factory: Callable[..., Settings],
+                                         master: MasterKey) -> None:
+    host = build_host(settings_factory(enable="alpha", tenant_cache_size=7,
+                                       tenant_read_budget_ms=50), registry=TEST_REGISTRY,
+                      master=master)
+    assert host.deps.tenants.max_open == 7 and host.deps.tenants.read_budget == 0.05

@@ -510,3 +510,60 @@ async def test_closing_checkpoints_a_short_or_long_wal(tmp_path: Path, master: M
         assert not Path(f"{handle.path}-wal").exists()  # checkpointed into the file
         assert await read(store, org) == ["x" * size]
     await store.close()
+
+
+HEAVY = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) "
+         "SELECT count(*) FROM c")
+
+
+async def test_a_read_over_budget_moves_to_a_thread_and_the_loop_keeps_serving(
+        tmp_path: Path, master: MasterKey) -> None:
+    import asyncio
+    import threading
+
+    from hanzocloud import metrics
+
+    store = TenantStore(tmp_path, master, read_budget=0.005)
+    await write(store, "acme", "first")
+    threads: list[str] = []
+
+    def heavy(conn: Any) -> tuple[int, list[str]]:
+        threads.append(threading.current_thread().name)
+        rows = [r[0] for r in conn.exec_driver_sql("SELECT v FROM t")]
+        return int(conn.exec_driver_sql(HEAVY).scalar_one()), rows
+
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:  # runs only while the loop is free
+        nonlocal ticks
+        while not done.is_set():
+            await asyncio.sleep(0.002)
+            ticks += 1
+
+    before = metrics.SLOW_READS._value.get()
+    running = asyncio.create_task(ticker())
+    result = await store.run_sync("acme", "notes", heavy, read_only=True)
+    done.set()
+    await running
+    assert result == (2000000, ["first"])  # the whole read ran again, from the start
+    main = threading.main_thread().name
+    assert threads[0] == main and threads[-1] != main and len(threads) == 2
+    assert metrics.SLOW_READS._value.get() == before + 1
+    assert ticks >= 5  # the loop served others while the read ran in its thread
+
+    # A short read stays on the loop; with no budget a long one does too; writes never move.
+    assert await store.run_sync("acme", "notes", lambda c: threading.current_thread().name,
+                                read_only=True) == main
+    store.read_budget = 0
+    threads.clear()
+    assert (await store.run_sync("acme", "notes", heavy, read_only=True))[0] == 2000000
+    assert threads == [main]
+    store.read_budget = 0.005
+    threads.clear()
+    assert (await store.run_sync("acme", "notes", heavy))[0] == 2000000
+    assert threads == [main] and metrics.SLOW_READS._value.get() == before + 1
+    # The held connection is clean after the interrupted attempt.
+    assert await store.run_sync("acme", "notes", lambda c: c.connection.dbapi_connection
+                                .in_transaction) is False
+    await store.close()
