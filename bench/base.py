@@ -1,12 +1,13 @@
 """base benchmark: authenticated record reads through the whole stack, against a bare ceiling.
 
-    .venv/bin/python bench/base.py [--tenants 100] [--connections 32] [--seconds 5]
+    .venv/bin/python bench/base.py [--tenants 100] [--connections 32] [--seconds 5] [--rounds 3]
 
 Setup: 100 orgs are created through iam's service layer in a data dir; then a real server
 process (`hanzocloud --enable=iam,base,gateway`, uvicorn on a free port) serves them. Each org
 gets a real access token (password grant), a collection `items` and 60 records (one batch).
 
-Measured, each for a fixed time at N keep-alive connections from one client process:
+Measured, each for a fixed time at N keep-alive connections from one client process, in
+`--rounds` rounds (the median of the rounds' ratios is printed last):
   ceiling   a bare Starlette JSON endpoint (uvicorn, separate process, same settings)
   get       GET /v1/base/api/collections/items/records/{id} — random tenant, random record
   list      GET …/records?filter=score>=10&sort=-score&perPage=30 — random tenant
@@ -24,6 +25,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -198,14 +200,25 @@ async def main(args: argparse.Namespace) -> None:
         lists = [request_bytes("/v1/base/api/collections/items/records?perPage=30&sort=-score"
                                "&filter=score%3E%3D10", t["auth"]) for t in tenants]
         health = [request_bytes("/v1/base/api/health", t["auth"]) for t in tenants]
-        ceiling = await load(bare_port, [request_bytes("/item", None)], args.connections,
-                             args.seconds)
-        report("ceiling", ceiling)
-        report("stack", await load(port, health, args.connections, args.seconds),
-               ceiling["rps"])
-        report("get", await load(port, gets, args.connections, args.seconds), ceiling["rps"])
-        report("list 30", await load(port, lists, args.connections, args.seconds),
-               ceiling["rps"])
+        phases = [("ceiling", bare_port, [request_bytes("/item", None)]),
+                  ("stack", port, health), ("get", port, gets), ("list 30", port, lists)]
+        ratios: dict[str, list[float]] = {name: [] for name, _, _ in phases[1:]}
+        for round_ in range(1, args.rounds + 1):
+            # The phases alternate round by round, so a machine whose speed drifts during the
+            # run weighs on the ceiling and on the stack alike.
+            if args.rounds > 1:
+                print(f"round {round_}", flush=True)
+            ceiling: dict[str, float] = {}
+            for name, target, requests in phases:
+                result = await load(target, requests, args.connections, args.seconds)
+                if name == "ceiling":
+                    ceiling = result
+                else:
+                    ratios[name].append(result["rps"] / ceiling["rps"])
+                report(name, result, ceiling["rps"] if name != "ceiling" else None)
+        if args.rounds > 1:
+            print("median of the rounds' ratios: " + ", ".join(
+                f"{name} {statistics.median(r):.2f}x" for name, r in ratios.items()), flush=True)
     finally:
         for proc in (server, bare):
             proc.terminate()
@@ -220,6 +233,7 @@ if __name__ == "__main__":
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
     try:
         import uvloop
 

@@ -55,44 +55,48 @@ async def main() -> None:
 async def measure(args: argparse.Namespace, data: Path) -> None:
     master = MasterKey(os.urandom(32), "bench")
     setup = TenantStore(data, master, max_open=args.cache)
-    await create(setup, args.tenants)
+    await create(setup, 3 * args.tenants)
     await setup.close()
 
-    # Baseline: the same work with plain sqlcipher3 and no pooling layer.
+    # Three ways to open a tenant cold and read it, taken in turn (so a machine whose speed
+    # drifts during the run weighs on all three alike), each on tenants of its own (so none
+    # finds a file another has open):
+    #   baseline  plain sqlcipher3, no pooling layer: unwrap the key, connect, read;
+    #   run_sync  the path base uses: one transaction on the loop thread;
+    #   session   an AsyncSession, the path iam and kms use (statements on the loop thread
+    #             through hanzocloud.inline_sqlite).
+    inline = TenantStore(data, master, max_open=args.cache)
+    store = TenantStore(data, master, max_open=args.cache)
     raw: list[float] = []
+    cold_sync: list[float] = []
+    cold: list[float] = []
+    query = "SELECT v FROM kv WHERE k = 'k'"
     for i in range(args.tenants):
+        org = f"t{3 * i}"
         t0 = time.perf_counter()
-        dek = setup.load_dek(f"t{i}", "bench")
-        conn = connect_sqlcipher(setup.path_for(f"t{i}", "bench"), dek)
-        conn.execute("SELECT v FROM kv WHERE k = 'k'").fetchone()
+        dek = setup.load_dek(org, "bench")
+        conn = connect_sqlcipher(setup.path_for(org, "bench"), dek)
+        conn.execute(query).fetchone()
         conn.close()
         raw.append(time.perf_counter() - t0)
 
-    # Cold opens through run_sync (the path base uses: one transaction on the loop thread).
-    inline = TenantStore(data, master, max_open=args.cache)
-    cold_sync: list[float] = []
-    for i in range(args.tenants):
+        org = f"t{3 * i + 1}"
         t0 = time.perf_counter()
-        await inline.run_sync(f"t{i}", "bench", lambda c: c.exec_driver_sql(
-            "SELECT v FROM kv WHERE k = 'k'").one())
+        await inline.run_sync(org, "bench", lambda c: c.exec_driver_sql(query).one())
         cold_sync.append(time.perf_counter() - t0)
         await asyncio.sleep(0)  # let an eviction close its handle, as a serving loop would
-    await inline.close()
 
-    # Cold opens through an AsyncSession (the path iam and kms use: statements on the loop
-    # thread through hanzocloud.inline_sqlite).
-    store = TenantStore(data, master, max_open=args.cache)
-    cold: list[float] = []
-    for i in range(args.tenants):
+        org = f"t{3 * i + 2}"
         t0 = time.perf_counter()
-        async with store.session(f"t{i}", "bench") as s:
-            (await s.execute(text("SELECT v FROM kv WHERE k = 'k'"))).one()
+        async with store.session(org, "bench") as s:
+            (await s.execute(text(query))).one()
         cold.append(time.perf_counter() - t0)
         await asyncio.sleep(0)
+    await inline.close()
     warm: list[float] = []
-    for i in range(args.tenants - args.cache, args.tenants):
+    for i in range(args.tenants - args.cache, args.tenants):  # still open in `store`
         t0 = time.perf_counter()
-        async with store.session(f"t{i}", "bench") as s:
+        async with store.session(f"t{3 * i + 2}", "bench") as s:
             (await s.execute(text("SELECT v FROM kv WHERE k = 'k'"))).one()
         warm.append(time.perf_counter() - t0)
     print(f"{args.tenants} tenants, LRU bound {args.cache}")
@@ -104,9 +108,10 @@ async def measure(args: argparse.Namespace, data: Path) -> None:
               f"{pct(values, .5) / pct(raw, .5):.1f}x baseline p50)")
     print(f"  TenantStore warm (cached) read    p50 {pct(warm, .5) * 1e3:6.3f} ms  "
           f"p99 {pct(warm, .99) * 1e3:6.3f} ms")
-    await create(store, args.scale, start=args.tenants)
-    checkpoints = sorted({args.tenants, args.scale // 4, args.scale // 2, args.scale})
-    done = args.tenants
+    await create(store, args.scale, start=3 * args.tenants)
+    checkpoints = sorted({m for m in (args.scale // 4, args.scale // 2, args.scale)
+                          if m > 3 * args.tenants} | {3 * args.tenants})
+    done = 3 * args.tenants
     for mark in checkpoints:
         for i in range(done, mark):
             async with store.session(f"t{i}", "bench") as s:
