@@ -49,6 +49,10 @@ OPERATIONAL_ERRORS: tuple[type[Exception], ...] = (sa_exc.OperationalError,
                                                    sqlcipher3.OperationalError)
 # A WAL up to this size is checkpointed on close within about a millisecond.
 SHORT_WAL_BYTES = 256 * 1024
+# Connections a tenant's worker-thread transactions may use at once. The inline engine's
+# pool holds one connection for the loop thread, these, and one more for a transaction
+# nested in an inline one (which must never wait on the pool: it runs on the loop).
+THREAD_CONNECTIONS = 3
 # Evicted handles whose close may be pending before the next open waits for them.
 MAX_PENDING_CLOSES = 16
 # How often (in SQLite VM steps) a read with a time budget checks the clock: a short read
@@ -195,6 +199,10 @@ class TenantHandle:
     _sessions: async_sessionmaker[AsyncSession] | None = None
     _sync_engine: Engine | None = None
     _held: Connection | None = None  # the loop thread's connection, kept between transactions
+    # Transactions running in worker threads each take one of the pool's overflow
+    # connections: they queue here, on the loop, rather than in a thread on the pool.
+    threads: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(THREAD_CONNECTIONS))
 
     @property
     def engine(self) -> AsyncEngine:
@@ -335,6 +343,7 @@ class TenantStore:
         self._async_hook: Callable[[Any], None] | None = None
         self.busy_seconds = 10.0  # how long a statement or run_sync retries a locked file
         self._closing: set[asyncio.Task[None]] = set()
+        self._releasing: set[asyncio.Future[None]] = set()  # evicted, connections still open
         self.opens = 0  # cold opens, for metrics and tests
         self.peak_open = 0
         # Set by the replicator: it then owns checkpoints (wal_autocheckpoint=0 here) and is
@@ -457,7 +466,8 @@ class TenantStore:
         # timeout 0, and run_sync backs off and retries instead.
         if self._sync_dialect is None:
             engine = create_engine("sqlite://", creator=lambda: connector(busy_ms=0),
-                                   poolclass=pool.QueuePool, pool_size=1, max_overflow=3,
+                                   poolclass=pool.QueuePool, pool_size=1,
+                                   max_overflow=THREAD_CONNECTIONS + 1,
                                    pool_timeout=10)
             self._sync_dialect = engine.dialect
             self._sync_cache = engine._compiled_cache
@@ -476,7 +486,8 @@ class TenantStore:
         # One connection serves the loop thread: an inline transaction never yields, so two
         # never overlap there. Overflow serves offloaded transactions still running in a
         # worker thread, and a nested call from inside `fn`.
-        engine = Engine(pool.QueuePool(creator, pool_size=1, max_overflow=3, timeout=10,
+        engine = Engine(pool.QueuePool(creator, pool_size=1,
+                                       max_overflow=THREAD_CONNECTIONS + 1, timeout=10,
                                        dialect=self._sync_dialect),
                         self._sync_dialect, self._sync_url, query_cache_size=0)
         engine._compiled_cache = self._sync_cache
@@ -575,10 +586,16 @@ class TenantStore:
                              or raw.total_changes != before)  # type: ignore[union-attr]
                 return result
 
+        async def run(in_thread: bool) -> Any:
+            if not in_thread:
+                return await patiently(attempt, retry=_busy, seconds=self.busy_seconds)
+            async with handle.threads:
+                return await patiently(attempt, retry=_busy, seconds=self.busy_seconds,
+                                       offload=True)
+
         try:
             try:
-                return await patiently(attempt, retry=_busy, seconds=self.busy_seconds,
-                                       offload=offload)
+                return await run(offload)
             except OPERATIONAL_ERRORS as exc:
                 if budget is None or not interrupted(exc):
                     raise
@@ -589,8 +606,7 @@ class TenantStore:
             log.info("read_moved_to_thread", org=org, service=service,
                      budget_ms=round(self.read_budget * 1000, 1))
             inline, budget = False, None
-            return await patiently(attempt, retry=_busy, seconds=self.busy_seconds,
-                                   offload=True)
+            return await run(True)
         finally:
             handle.users -= 1
             handle.last_used = time.monotonic()
@@ -604,12 +620,13 @@ class TenantStore:
                 log.warning("tenant_lru_all_in_use", open=len(self._open), bound=self.max_open)
                 return
             await self._close_handle(victim, wait=False)
-        if len(self._closing) >= MAX_PENDING_CLOSES:
+        if len(self._releasing) >= MAX_PENDING_CLOSES:
             # Evicted handles close in tasks of their own, which run when the loop gets a
             # turn. A caller that opens tenant after tenant without ever yielding (a script,
             # a loop of inline transactions) would pile them up, each still holding its
-            # connections: wait for them here, so connections stay bounded as handles are.
-            await asyncio.wait(set(self._closing))
+            # connections: wait until they let go of them (not for the replicator's shipping
+            # that follows), so connections stay bounded as handles are.
+            await asyncio.wait(set(self._releasing))
 
     async def _close_handle(self, key: tuple[str, str], *, wait: bool = True) -> None:
         handle = self._open.pop(key)
@@ -618,12 +635,21 @@ class TenantStore:
             await self._dispose(handle)
             return
         # An eviction on the open path should not make the caller wait for thread joins.
-        task = asyncio.get_running_loop().create_task(self._dispose(handle))
+        loop = asyncio.get_running_loop()
+        released: asyncio.Future[None] = loop.create_future()
+        self._releasing.add(released)
+        released.add_done_callback(self._releasing.discard)
+        task = loop.create_task(self._dispose(handle, released))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _dispose(self, handle: TenantHandle) -> None:
-        await handle.dispose()
+    async def _dispose(self, handle: TenantHandle,
+                       released: asyncio.Future[None] | None = None) -> None:
+        try:
+            await handle.dispose()
+        finally:  # the connections are closed (or failed to): no longer counted as pending
+            if released is not None and not released.done():
+                released.set_result(None)
         if self.replicator is not None:  # ship the tail now that no connection can write
             await self.replicator.closed(handle.org, handle.service)
 

@@ -567,3 +567,42 @@ async def test_a_read_over_budget_moves_to_a_thread_and_the_loop_keeps_serving(
     assert await store.run_sync("acme", "notes", lambda c: c.connection.dbapi_connection
                                 .in_transaction) is False
     await store.close()
+
+
+async def test_reads_moved_to_threads_queue_for_the_tenants_thread_connections(
+        tmp_path: Path, master: MasterKey) -> None:
+    import asyncio
+    import threading
+
+    from hanzocloud.storage import THREAD_CONNECTIONS
+
+    store = TenantStore(tmp_path, master, read_budget=0.001)
+    await write(store, "acme", "first")
+    lock = threading.Lock()
+    running, most = 0, 0
+    query = HEAVY.replace("2000000", "300000")
+
+    def heavy(conn: Any) -> int:
+        nonlocal running, most
+        in_thread = threading.current_thread() is not threading.main_thread()
+        with lock:
+            running += in_thread
+            most = max(most, running)
+        try:
+            return int(conn.exec_driver_sql(query).scalar_one())
+        finally:
+            with lock:
+                running -= in_thread
+
+    results = await asyncio.gather(*(store.run_sync("acme", "notes", heavy, read_only=True)
+                                     for _ in range(3 * THREAD_CONNECTIONS)))
+    assert results == [300000] * (3 * THREAD_CONNECTIONS)
+    assert 1 <= most <= THREAD_CONNECTIONS
+    # Meanwhile the loop's own transactions, nested ones included, never waited on the pool.
+    def nested(conn: Any) -> int:
+        handle = store._open[("acme", "notes")]
+        with handle.transaction(inline=True) as other:
+            return int(other.exec_driver_sql("SELECT count(*) FROM t").scalar_one())
+
+    assert await store.run_sync("acme", "notes", nested) == 1
+    await store.close()
