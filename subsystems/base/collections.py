@@ -122,6 +122,8 @@ class Schema:
         # Statements compiled for this schema (subsystems.base.prepared): a new schema, a
         # fresh cache.
         self.prepared: dict[Hashable, Any] = {}
+        # Row presenters (subsystems.base.records.presenter), by collection, admin, columns.
+        self.presenters: dict[Hashable, Any] = {}
 
     def get(self, id_or_name: str) -> Collection:
         """The collection by name or id; 404 if missing."""

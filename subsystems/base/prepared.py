@@ -47,16 +47,22 @@ class Prepared:
     params: tuple[Any, ...]
     slots: tuple[tuple[int, str], ...] = ()
 
-    def rows(self, conn: sa.Connection, **given: Any) -> list[dict[str, Any]]:
-        """Run on `conn`'s driver connection (inside its transaction); rows as dicts."""
+    def tuples(self, conn: sa.Connection,
+               **given: Any) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        """Run on `conn`'s driver connection (inside its transaction): the column names and
+        the rows as tuples."""
         params = list(self.params)
         for index, name in self.slots:
             params[index] = given[name]
         driver = conn.connection.dbapi_connection
         assert driver is not None
         cursor = driver.execute(self.sql, params)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return tuple(d[0] for d in cursor.description), cursor.fetchall()
+
+    def rows(self, conn: sa.Connection, **given: Any) -> list[dict[str, Any]]:
+        """As `tuples`, the rows as dicts."""
+        names, rows = self.tuples(conn, **given)
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def prepare(query: sa.Select[Any], dialect: sa.Dialect, *,

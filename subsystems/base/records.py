@@ -9,7 +9,7 @@ record must match (list: rows are filtered; view/update/delete: 404; create: 400
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -40,6 +40,32 @@ def present(tx: Tx, coll: Collection, data: Mapping[Any, Any]) -> dict[str, Any]
     return out
 
 
+def presenter(tx: Tx, coll: Collection,
+              names: tuple[str, ...]) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    """`present` for rows that come as tuples with columns `names`: the field lookups and
+    the hidden-field test done once per collection, caller kind and column order (kept on
+    the schema) rather than once per row."""
+    key = (coll.id, tx.admin, names)
+    found = tx.schema.presenters.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    index = {name: i for i, name in enumerate(names)}
+    cid, cname = coll.id, coll.name
+    at_id, at_created, at_updated = index["id"], index["created"], index["updated"]
+    steps = [(f.name, index[f.name], f.presenter()) for f in coll.fields
+             if tx.admin or not f.hidden]
+
+    def make(row: Sequence[Any]) -> dict[str, Any]:
+        out = {"collectionId": cid, "collectionName": cname, "id": row[at_id],
+               "created": row[at_created], "updated": row[at_updated]}
+        for name, at, present_value in steps:
+            out[name] = present_value(row[at])
+        return out
+
+    tx.schema.presenters[key] = make
+    return make
+
+
 def rule_filter(tx: Tx, coll: Collection, kind: str, *, body: dict[str, Any] | None = None,
                 method: str = "GET", table: Any | None = None) -> Any | None:
     """The extra WHERE of `kind` for the caller; None if unrestricted; 403 if admins only."""
@@ -59,10 +85,11 @@ def _rule_text(tx: Tx, coll: Collection, kind: str) -> str | None:
     return None if tx.admin else coll.rule(kind)
 
 
-def _rows(tx: Tx, key: Hashable, texts: tuple[str | None, ...],
-          build: Callable[[], sa.Select[Any]], **given: Any) -> list[dict[str, Any]]:
+def _tuples(tx: Tx, key: Hashable, texts: tuple[str | None, ...],
+            build: Callable[[], sa.Select[Any]],
+            **given: Any) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
     """Run the query `build` makes, prepared once per `key` (see subsystems.base.prepared);
-    `given` are the values of its `bindparam` slots."""
+    `given` are the values of its `bindparam` slots. The column names and the rows."""
     query: list[sa.Select[Any]] = []  # built at most once, even when it cannot be prepared
 
     def compile_it() -> Prepared | None:
@@ -71,8 +98,16 @@ def _rows(tx: Tx, key: Hashable, texts: tuple[str | None, ...],
 
     found = cached(tx.schema, key, texts, compile_it)
     if found is not None:
-        return found.rows(tx.conn, **given)
-    return [dict(r._mapping) for r in tx.conn.execute(query[0] if query else build(), given)]
+        return found.tuples(tx.conn, **given)
+    result = tx.conn.execute(query[0] if query else build(), given)
+    return tuple(result.keys()), [tuple(r) for r in result]
+
+
+def _rows(tx: Tx, key: Hashable, texts: tuple[str | None, ...],
+          build: Callable[[], sa.Select[Any]], **given: Any) -> list[dict[str, Any]]:
+    """As `_tuples`, the rows as dicts."""
+    names, rows = _tuples(tx, key, texts, build, **given)
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def list_records(tx: Tx, name: str, params: ListParams) -> dict[str, Any]:
@@ -97,8 +132,9 @@ def list_records(tx: Tx, name: str, params: ListParams) -> dict[str, Any]:
     texts = (_rule_text(tx, coll, "listRule"), params.filter)
     key = ("list", coll.id, caller_key(tx.identity), params.filter, params.sort, params.page,
            params.per_page)
-    rows = _rows(tx, key, texts, build)
-    items = [present(tx, coll, r) for r in rows]
+    names, rows = _tuples(tx, key, texts, build)
+    make = presenter(tx, coll, names)
+    items = [make(r) for r in rows]
     if params.expand:
         expand_records(tx, coll, items, params.expand)
     if params.skip_total:

@@ -143,3 +143,42 @@ def test_prepare_binds_in_order_and_refuses_what_it_cannot_run() -> None:
     odd = sa.select(table).where(
         sa.bindparam("d", Decimal("1.5"), sa.types.NullType()).is_not(None))
     assert prepare(odd, dialect) is None
+
+
+async def test_list_items_are_presented_as_a_view_presents_them(cloud: Cloud,
+                                                                 api: Api) -> None:
+    # Lists present their rows with a presenter built once per collection, caller kind and
+    # columns; a view presents its row field by field. Both must give the same JSON, for
+    # every field type, stored defaults included, for admins and for members.
+    await api.collection("tags", [{"name": "label", "type": "text"}])
+    tag = await api.create("tags", {"label": "t"})
+    tags = (await api.get("/collections/tags")).json()["id"]
+    fields = [
+        {"name": "title", "type": "text"}, {"name": "score", "type": "number"},
+        {"name": "done", "type": "bool"}, {"name": "mail", "type": "email"},
+        {"name": "site", "type": "url"}, {"name": "due", "type": "date"},
+        {"name": "stamp", "type": "autodate", "onCreate": True, "onUpdate": True},
+        {"name": "kind", "type": "select", "values": ["a", "b"], "maxSelect": 1},
+        {"name": "kinds", "type": "select", "values": ["a", "b"], "maxSelect": 2},
+        {"name": "meta", "type": "json"},
+        {"name": "tag", "type": "relation", "collectionId": tags, "maxSelect": 1},
+        {"name": "tagged", "type": "relation", "collectionId": tags, "maxSelect": 5},
+        {"name": "secret", "type": "text", "hidden": True}]
+    r = await api.post("/collections", {"name": "every", "fields": fields, "listRule": "",
+                                        "viewRule": ""})
+    assert r.status_code == 200, r.text
+    await api.create("every", {})  # every field at its stored default
+    await api.create("every", {
+        "title": "x", "score": 2.5, "done": True, "mail": "a@b.co", "site": "https://x.io",
+        "due": "2026-01-02 03:04:05.000Z", "kind": "b", "kinds": ["a", "b"],
+        "meta": {"k": [1, None, "s"]}, "tag": tag["id"], "tagged": [tag["id"]],
+        "secret": "hush"})
+    await api.create("every", {"score": 7, "meta": None, "kinds": []})
+    member = await api_for(cloud, user="bob", roles=("editor",))
+    for who in (api, member):
+        for _ in range(2):  # prepared the first time, run as prepared the second
+            listed = await who.items("every", sort="created")
+            viewed = [(await who.get(f"/collections/every/records/{i['id']}")).json()
+                      for i in listed]
+            assert listed == viewed and len(listed) == 3
+            assert ("secret" in listed[1]) is (who is api)
