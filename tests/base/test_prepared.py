@@ -182,3 +182,21 @@ async def test_list_items_are_presented_as_a_view_presents_them(cloud: Cloud,
                       for i in listed]
             assert listed == viewed and len(listed) == 3
             assert ("secret" in listed[1]) is (who is api)
+
+
+async def test_statements_that_cannot_be_prepared_run_through_sqlalchemy(
+        api: Api, monkeypatch: Any) -> None:
+    import subsystems.base.records as records
+
+    monkeypatch.setattr(records, "prepare", lambda *_, **__: None)  # as for odd binds
+    await api.collection("notes", FIELDS)
+    for n in range(3):
+        await api.create("notes", {"title": f"t{n}", "score": n, "meta": {"n": n}})
+    for _ in range(2):
+        listed = await api.items("notes", sort="-score")
+        assert [(i["title"], i["score"], i["meta"]) for i in listed] == [
+            ("t2", 2, {"n": 2}), ("t1", 1, {"n": 1}), ("t0", 0, {"n": 0})]
+        assert listed == [(await api.get(f"/collections/notes/records/{i['id']}")).json()
+                          for i in listed]
+        page = (await api.get("/collections/notes/records", perPage=2, sort="score")).json()
+        assert page["totalItems"] == 3 and [i["score"] for i in page["items"]] == [0, 1]
