@@ -16,8 +16,10 @@ has since replaced, and only a rollback cures that.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 import sqlcipher3
@@ -28,15 +30,20 @@ _RETRYABLE = frozenset({5, 261, 6})
 
 
 async def patiently(call: Callable[[], Any], *, retry: Callable[[Exception], bool],
-                    seconds: float, offload: bool = False) -> Any:
-    """Return `call()` (run in a worker thread if `offload`). While it raises an error that
+                    seconds: float, offload: bool = False,
+                    executor: Executor | None = None) -> Any:
+    """Return `call()` (run in a worker thread of `executor`, or the loop's default one, if
+    `offload`; with the caller's context variables). While it raises an error that
     `retry` accepts (another writer holds the file), back off 1 → 50 ms on the loop and call
     again, for up to `seconds` after the first refusal; then the last error is raised. Both
     the store's `run_sync` and every inline statement wait for locks this way."""
     delay, deadline = 0.001, 0.0
     while True:
         try:  # the common case: no lock in the way, no timing
-            return await asyncio.to_thread(call) if offload else call()
+            if not offload:
+                return call()
+            context = contextvars.copy_context()
+            return await asyncio.get_running_loop().run_in_executor(executor, context.run, call)
         except Exception as exc:
             if not retry(exc):
                 raise

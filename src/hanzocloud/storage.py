@@ -14,6 +14,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +54,8 @@ SHORT_WAL_BYTES = 256 * 1024
 # pool holds one connection for the loop thread, these, and one more for a transaction
 # nested in an inline one (which must never wait on the pool: it runs on the loop).
 THREAD_CONNECTIONS = 3
+# Worker threads the store runs tenant transactions in when they leave the loop.
+SQL_THREADS = 4
 # Evicted handles whose close may be pending before the next open waits for them.
 MAX_PENDING_CLOSES = 16
 # How often (in SQLite VM steps) a read with a time budget checks the clock: a short read
@@ -343,6 +346,10 @@ class TenantStore:
         self._async_hook: Callable[[Any], None] | None = None
         self.busy_seconds = 10.0  # how long a statement or run_sync retries a locked file
         self._closing: set[asyncio.Task[None]] = set()
+        # Worker threads for transactions that leave the loop (moved reads, schema changes):
+        # their own, so heavy SQL never takes the default pool's threads, which the replicator
+        # needs (its lease heartbeat among them) and tenant closes use.
+        self._sql_threads = ThreadPoolExecutor(SQL_THREADS, thread_name_prefix="hanzocloud-sql")
         self._releasing: set[asyncio.Future[None]] = set()  # evicted, connections still open
         self.opens = 0  # cold opens, for metrics and tests
         self.peak_open = 0
@@ -591,7 +598,7 @@ class TenantStore:
                 return await patiently(attempt, retry=_busy, seconds=self.busy_seconds)
             async with handle.threads:
                 return await patiently(attempt, retry=_busy, seconds=self.busy_seconds,
-                                       offload=True)
+                                       offload=True, executor=self._sql_threads)
 
         try:
             try:
@@ -693,3 +700,4 @@ class TenantStore:
             await self._close_handle(key)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        self._sql_threads.shutdown(wait=False)  # work still running finishes; none starts

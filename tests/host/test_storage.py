@@ -606,3 +606,36 @@ async def test_reads_moved_to_threads_queue_for_the_tenants_thread_connections(
 
     assert await store.run_sync("acme", "notes", nested) == 1
     await store.close()
+
+
+async def test_moved_reads_run_on_the_stores_threads_not_the_default_pool(
+        tmp_path: Path, master: MasterKey) -> None:
+    import asyncio
+    import threading
+
+    from hanzocloud.storage import SQL_THREADS
+
+    store = TenantStore(tmp_path, master, read_budget=0.001)
+    orgs = [f"org-{i}" for i in range(SQL_THREADS)]
+    for org in orgs:
+        await write(store, org, "x")
+    names: list[str] = []
+    started = threading.Barrier(SQL_THREADS + 1)
+
+    def heavy(conn: Any) -> int:
+        if threading.current_thread() is not threading.main_thread():
+            names.append(threading.current_thread().name)
+            started.wait(timeout=30)  # every store thread busy at once
+            started.wait(timeout=30)  # …until the default pool has answered
+        return int(conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one()
+                   + conn.exec_driver_sql(HEAVY).scalar_one())
+
+    reads = [asyncio.create_task(store.run_sync(org, "notes", heavy, read_only=True))
+             for org in orgs]
+    await asyncio.to_thread(started.wait, 30)
+    # The store's threads are all taken; the default pool (the replicator's) still answers.
+    assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 5) == "free"
+    await asyncio.to_thread(started.wait, 30)
+    assert await asyncio.gather(*reads) == [2000001] * SQL_THREADS
+    assert len(names) == SQL_THREADS and all(n.startswith("hanzocloud-sql") for n in names)
+    await store.close()
