@@ -129,17 +129,22 @@ def write_file_atomic(path: Path, data: bytes, *, exclusive: bool = False) -> bo
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
 
+def _sqlite_code(exc: BaseException) -> int | None:
+    """SQLite's result code of a driver error, or of the one SQLAlchemy wraps."""
+    code = getattr(getattr(exc, "orig", None) or exc, "sqlite_errorcode", None)
+    return code if isinstance(code, int) else None
+
+
 def is_busy(exc: BaseException) -> bool:
     """Whether a DB error means another connection holds the lock (worth a retry): its
     SQLite result code, extended codes included, is BUSY or LOCKED."""
-    code = getattr(getattr(exc, "orig", None) or exc, "sqlite_errorcode", None)
-    return isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    code = _sqlite_code(exc)
+    return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
 def interrupted(exc: Exception) -> bool:
     """Whether `exc` is SQLite's "interrupted" (a read that outran its budget)."""
-    code = getattr(getattr(exc, "orig", None) or exc, "sqlite_errorcode", None)
-    return isinstance(exc, OPERATIONAL_ERRORS) and code == _SQLITE_INTERRUPT
+    return isinstance(exc, OPERATIONAL_ERRORS) and _sqlite_code(exc) == _SQLITE_INTERRUPT
 
 
 def _busy(exc: Exception) -> bool:
@@ -230,14 +235,8 @@ class TenantHandle:
         connection kept checked out between them, which spares a pool checkout and return
         (about three quarters of an empty transaction's cost). A transaction nested inside
         one, or one in a worker thread, takes a connection from the pool."""
-        held = self._held
-        if not inline or (held is not None and held.in_transaction()):
-            with self.sync_engine.begin() as conn:
-                yield conn
-            return
-        held = self._held_connection()
-        with held.begin():
-            yield held
+        with self._connection(inline) as conn, conn.begin():
+            yield conn
 
     @contextlib.contextmanager
     def snapshot(self, *, inline: bool, budget: float | None = None) -> Iterator[Connection]:
@@ -252,11 +251,7 @@ class TenantHandle:
 
         With a `budget` (seconds), SQLite interrupts a statement still running once the
         block has taken that long (it raises "interrupted"; see `interrupted`)."""
-        held = self._held
-        if inline and (held is None or not held.in_transaction()):
-            yield from self._read_only(self._held_connection(), budget)
-            return
-        with self.sync_engine.connect() as conn:
+        with self._connection(inline) as conn:
             yield from self._read_only(conn, budget)
 
     @staticmethod
@@ -279,11 +274,19 @@ class TenantHandle:
         if raw.total_changes != before:
             raise RuntimeError("a read-only transaction changed rows (rolled back)")
 
-    def _held_connection(self) -> Connection:
+    @contextlib.contextmanager
+    def _connection(self, inline: bool) -> Iterator[Connection]:
+        """The connection a transaction runs on: the held one for an inline transaction
+        (kept checked out afterwards), else, in a worker thread or nested inside an inline
+        transaction, one from the pool (returned afterwards)."""
         held = self._held
+        if not inline or (held is not None and held.in_transaction()):
+            with self.sync_engine.connect() as conn:
+                yield conn
+            return
         if held is None or held.invalidated or held.closed:
             held = self._held = self.sync_engine.connect()
-        return held
+        yield held
 
     def session(self) -> AsyncSession:
         """A new session on this tenant's database."""
@@ -574,13 +577,12 @@ class TenantStore:
         handle = await self.open(org, service)
         handle.users += 1
         wrote = not read_only
-        inline = not offload
-        budget = self.read_budget if read_only and inline and self.read_budget > 0 else None
+        budget = self.read_budget if read_only and self.read_budget > 0 else None
 
-        def attempt() -> Any:
+        def attempt(inline: bool) -> Any:
             nonlocal wrote
-            if read_only:
-                with handle.snapshot(inline=inline, budget=budget) as conn:
+            if read_only:  # on the loop, within the budget; in a thread, as long as it takes
+                with handle.snapshot(inline=inline, budget=budget if inline else None) as conn:
                     return fn(conn)
             with handle.transaction(inline=inline) as conn:
                 raw = conn.connection.dbapi_connection
@@ -595,16 +597,18 @@ class TenantStore:
 
         async def run(in_thread: bool) -> Any:
             if not in_thread:
-                return await patiently(attempt, retry=_busy, seconds=self.busy_seconds)
+                return await patiently(lambda: attempt(True), retry=_busy,
+                                       seconds=self.busy_seconds)
             async with handle.threads:
-                return await patiently(attempt, retry=_busy, seconds=self.busy_seconds,
-                                       offload=True, executor=self._sql_threads)
+                return await patiently(lambda: attempt(False), retry=_busy,
+                                       seconds=self.busy_seconds, offload=True,
+                                       executor=self._sql_threads)
 
         try:
             try:
                 return await run(offload)
             except OPERATIONAL_ERRORS as exc:
-                if budget is None or not interrupted(exc):
+                if offload or budget is None or not interrupted(exc):
                     raise
             # A read that outran its budget on the loop thread (a scan of a big table, say):
             # every other request waited meanwhile. It runs again in a worker thread, where
@@ -612,7 +616,6 @@ class TenantStore:
             metrics.SLOW_READS.inc()
             log.info("read_moved_to_thread", org=org, service=service,
                      budget_ms=round(self.read_budget * 1000, 1))
-            inline, budget = False, None
             return await run(True)
         finally:
             handle.users -= 1

@@ -30,20 +30,14 @@ from subsystems.base.util import new_id, now_text, valid_id
 def present(tx: Tx, coll: Collection, data: Mapping[Any, Any]) -> dict[str, Any]:
     """A table row (as a mapping) as PocketBase's record JSON (hidden fields only for
     admins)."""
-    out: dict[str, Any] = {"collectionId": coll.id, "collectionName": coll.name,
-                           "id": data["id"], "created": data["created"],
-                           "updated": data["updated"]}
-    for f in coll.fields:
-        if f.hidden and not tx.admin:
-            continue
-        out[f.name] = f.present(data[f.name])
-    return out
+    return presenter(tx, coll, tuple(data))(tuple(data.values()))
 
 
 def presenter(tx: Tx, coll: Collection,
               names: tuple[str, ...]) -> Callable[[Sequence[Any]], dict[str, Any]]:
-    """`present` for rows that come as tuples with columns `names`: the field lookups and
-    the hidden-field test done once per collection, caller kind and column order (kept on
+    """The one place a row becomes PocketBase's record JSON, for rows that come as tuples
+    with columns `names`: which fields the caller sees (hidden ones only for admins) and
+    how each is shown, decided once per collection, caller kind and column order (kept on
     the schema) rather than once per row."""
     key = (coll.id, tx.admin, names)
     found = tx.schema.presenters.get(key)

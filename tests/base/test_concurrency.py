@@ -71,7 +71,7 @@ async def test_reads_moved_to_worker_threads_answer_the_same(cloud: Cloud, api: 
 
     inline = await answers()
     tenants = cloud.host.deps.tenants
-    before = metrics.SLOW_READS._value.get()
+    before, budget = metrics.SLOW_READS._value.get(), tenants.read_budget
     tenants.read_budget = 1e-9
     try:
         await api.collection("other", [{"name": "x", "type": "number"}])
@@ -79,7 +79,7 @@ async def test_reads_moved_to_worker_threads_answer_the_same(cloud: Cloud, api: 
                                      *(api.create("other", {"x": i}) for i in range(10)),
                                      api.collection("third", [TEXT]))
     finally:
-        tenants.read_budget = 0.02
+        tenants.read_budget = budget
     assert moved[:4] == [inline] * 4
     assert metrics.SLOW_READS._value.get() > before
     assert len(await api.items("other", perPage=100)) == 10
