@@ -42,6 +42,8 @@ _HELP = {
     "tenant_idle_seconds": "close a tenant database after this many idle seconds",
     "tenant_read_budget_ms": "a read that holds the event loop longer than this moves to a "
                              "worker thread (0: never)",
+    "tenant_write_budget_ms": "a base record write that holds the event loop longer than this "
+                              "is rolled back and runs again in a worker thread (0: never)",
     "replicate_url": "stream every database to this fsspec URL (file://, s3://, memory://); "
                      "--dev defaults to file://<data dir>/replicate-sink",
     "replicate_wal_hours": "keep shipped WAL for point-in-time restores this many hours",

@@ -37,6 +37,7 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "tenant_cache_size": ("CLOUD_TENANT_CACHE_SIZE", 256, "int"),
     "tenant_idle_seconds": ("CLOUD_TENANT_IDLE_SECONDS", 300.0, "float"),
     "tenant_read_budget_ms": ("CLOUD_TENANT_READ_BUDGET_MS", 20.0, "float"),
+    "tenant_write_budget_ms": ("CLOUD_TENANT_WRITE_BUDGET_MS", 20.0, "float"),
     # Durability replicator (hanzocloud.replicate); off when no URL (the CLI's --dev picks one).
     "replicate_url": ("CLOUD_REPLICATE_URL", None, "str"),
     "replicate_wal_hours": ("CLOUD_REPLICATE_WAL_HOURS", 72.0, "float"),
@@ -99,6 +100,7 @@ class Settings:
     tenant_cache_size: int
     tenant_idle_seconds: float
     tenant_read_budget_ms: float
+    tenant_write_budget_ms: float
     replicate_url: str | None
     replicate_wal_hours: float
     replicate_snapshot_days: float
@@ -216,6 +218,8 @@ def load_settings(
         raise ConfigError("--tenant-cache-size must be at least 1")
     if merged["tenant_read_budget_ms"] < 0:
         raise ConfigError("--tenant-read-budget-ms must be 0 (never move reads) or more")
+    if merged["tenant_write_budget_ms"] < 0:
+        raise ConfigError("--tenant-write-budget-ms must be 0 (never move writes) or more")
     for name in ("replicate_wal_hours", "replicate_snapshot_days", "replicate_lease_seconds"):
         if merged[name] <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")

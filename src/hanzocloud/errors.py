@@ -70,18 +70,29 @@ class Unprocessable(CloudError):
     status = 422
 
 
-class RateLimited(CloudError):
-    code = "rate_limited"
-    status = 429
+class RetryLater(CloudError):
+    """An error that tells the client when to try again (the `Retry-After` header)."""
 
     def __init__(self, message: str = "", *, retry_after: float = 1.0, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
 
 
+class RateLimited(RetryLater):
+    code = "rate_limited"
+    status = 429
+
+
 class DeadlineExceeded(CloudError):
     code = "deadline_exceeded"
     status = 504
+
+
+class Overloaded(RetryLater):
+    """The process has more long-running work queued than it takes on; retry shortly."""
+
+    code = "overloaded"
+    status = 503
 
 
 class SubsystemUnavailable(CloudError):
@@ -123,6 +134,7 @@ ERRORS_BY_CODE: dict[str, type[CloudError]] = {
         Unprocessable,
         RateLimited,
         DeadlineExceeded,
+        Overloaded,
         SubsystemUnavailable,
     )
 }

@@ -201,7 +201,8 @@ def build_host(
     check_master_key(settings.data_dir, master)
     tenants = TenantStore(settings.data_dir, master, max_open=settings.tenant_cache_size,
                           idle_seconds=settings.tenant_idle_seconds,
-                          read_budget=settings.tenant_read_budget_ms / 1000)
+                          read_budget=settings.tenant_read_budget_ms / 1000,
+                          write_budget=settings.tenant_write_budget_ms / 1000)
     replicator = None
     if settings.replicate_url:
         from hanzocloud.replicate import build_replicator

@@ -25,7 +25,7 @@ from hanzocloud.errors import (
     CloudError,
     InvalidArgument,
     PayloadTooLarge,
-    RateLimited,
+    RetryLater,
     SubsystemUnavailable,
 )
 from hanzocloud.identity import ANONYMOUS, current_identity, current_request_id
@@ -69,7 +69,7 @@ def error_response(exc: BaseException) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, CloudError):
         status, code, message, details = exc.status, exc.code, exc.message, exc.details
-        if isinstance(exc, RateLimited):
+        if isinstance(exc, RetryLater):
             headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
         if isinstance(exc, SubsystemUnavailable):
             headers["Retry-After"] = "5"

@@ -32,6 +32,16 @@ SLOW_READS = Counter(
     "Read-only tenant transactions that outran the loop thread's budget and ran again in a "
     "worker thread.", registry=REGISTRY,
 )
+SLOW_WRITES = Counter(
+    "hanzocloud_tenant_slow_writes",
+    "Movable tenant write transactions that outran the loop thread's budget, were rolled "
+    "back and ran again in a worker thread.", registry=REGISTRY,
+)
+THREAD_REFUSALS = Counter(
+    "hanzocloud_tenant_thread_refusals",
+    "Transactions refused (503 overloaded) because the store's worker threads had a full "
+    "backlog.", registry=REGISTRY,
+)
 CACHE = Counter(
     "hanzocloud_cache", "Lookups in named in-process caches, by cache and result.",
     ["cache", "result"], registry=REGISTRY,

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from hanzocloud import metrics, sqlfunctions
-from hanzocloud.errors import InvalidArgument
+from hanzocloud.errors import InvalidArgument, Overloaded
 from hanzocloud.inline_sqlite import InlineConnection, patiently
 from hanzocloud.keys import MasterKey, lp, new_dek, unwrap_dek, wrap_dek
 
@@ -58,9 +58,12 @@ THREAD_CONNECTIONS = 3
 SQL_THREADS = 4
 # Evicted handles whose close may be pending before the next open waits for them.
 MAX_PENDING_CLOSES = 16
-# How often (in SQLite VM steps) a read with a time budget checks the clock: a short read
-# finishes before the first check; a long one is checked about every 0.1 ms.
+# How often (in SQLite VM steps) a transaction with a time budget checks the clock: a short
+# statement finishes before the first check; a long one is checked about every 0.1 ms.
 PROGRESS_STEPS = 10_000
+# Transactions that may be in, or waiting for, the store's worker threads at once (moved
+# reads and writes, offloaded ones); past that, moving one more is refused with Overloaded.
+THREAD_BACKLOG = 64
 _SQLITE_INTERRUPT = 9
 GLOBAL = ""  # the org label of platform-wide files in keys and AAD: no slug can be empty
 
@@ -143,8 +146,37 @@ def is_busy(exc: BaseException) -> bool:
 
 
 def interrupted(exc: Exception) -> bool:
-    """Whether `exc` is SQLite's "interrupted" (a read that outran its budget)."""
+    """Whether `exc` is SQLite's "interrupted" (a transaction that outran its budget)."""
     return isinstance(exc, OPERATIONAL_ERRORS) and _sqlite_code(exc) == _SQLITE_INTERRUPT
+
+
+@contextlib.contextmanager
+def budgeted(raw: Any, budget: float | None) -> Iterator[None]:
+    """Interrupt the block's statements once it has run `budget` seconds (None: never).
+
+    SQLite's progress handler makes the statement running then fail with "interrupted". A
+    block that swallowed that error gets it again at its end, so a transaction cut short is
+    never taken for a whole one (and committed)."""
+    if budget is None:
+        yield
+        return
+    deadline = time.monotonic() + budget
+    fired = False
+
+    def check() -> bool:
+        nonlocal fired
+        fired = fired or time.monotonic() > deadline
+        return fired
+
+    raw.set_progress_handler(check, PROGRESS_STEPS)
+    try:
+        yield
+    finally:
+        raw.set_progress_handler(None, 0)
+    if fired:
+        exc = sqlcipher3.OperationalError("interrupted")
+        exc.sqlite_errorcode = _SQLITE_INTERRUPT
+        raise exc
 
 
 def _busy(exc: Exception) -> bool:
@@ -258,15 +290,11 @@ class TenantHandle:
     def _read_only(conn: Connection, budget: float | None) -> Iterator[Connection]:
         raw: Any = conn.connection.dbapi_connection
         before = raw.total_changes
-        if budget is not None:
-            deadline = time.monotonic() + budget
-            raw.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
         raw.execute("BEGIN")
         try:
-            yield conn
+            with budgeted(raw, budget):
+                yield conn
         finally:
-            if budget is not None:
-                raw.set_progress_handler(None, 0)
             if conn.in_transaction():  # a statement through SQLAlchemy joined it
                 conn.rollback()
             elif raw.in_transaction:
@@ -325,14 +353,17 @@ class TenantStore:
         idle_seconds: float = 300.0,
         pool_size: int = 4,
         read_budget: float = 0.02,
+        write_budget: float = 0.02,
     ) -> None:
         if max_open < 1:
             raise ValueError("max_open must be at least 1")
         self.data_dir = data_dir
         self.master = master
-        # How long a read-only run_sync may hold the loop thread before it moves to a worker
-        # thread (0: never moves).
+        # How long a read-only run_sync, or a movable write, may hold the loop thread before
+        # it moves to a worker thread (0: never moves).
         self.read_budget = read_budget
+        self.write_budget = write_budget
+        self._in_threads = 0  # transactions in or waiting for the store's threads
         self.max_open = max_open
         self.idle_seconds = idle_seconds
         self.pool_size = pool_size
@@ -554,7 +585,8 @@ class TenantStore:
                     self.replicator.touched(org, service)
 
     async def run_sync(self, org: str, service: str, fn: Callable[[Any], Any], *,
-                       offload: bool = False, read_only: bool = False) -> Any:
+                       offload: bool = False, read_only: bool = False,
+                       movable: bool = False) -> Any:
         """Run `fn(sync_connection)` on the tenant's database inside one transaction.
 
         By default `fn` runs on the event loop thread, start to commit, with no thread hop per
@@ -573,11 +605,20 @@ class TenantStore:
         that takes longer than `read_budget` is interrupted and run again from the start in a
         worker thread, so one tenant's heavy query does not stall every other request: `fn`
         must then also be safe to call from a worker thread.
+
+        `movable=True` gives a write the same treatment under `write_budget`: interrupted on
+        the loop, rolled back, and run again from the start in a worker thread. The caller
+        vouches that `fn` is safe there; the caller's own ordering (a per-org lock held across
+        this call, say) still holds, since the call returns only once the write committed.
+
+        Moving to a thread is refused with `Overloaded` (503) while `THREAD_BACKLOG`
+        transactions are already in or waiting for the store's threads.
         """
         handle = await self.open(org, service)
         handle.users += 1
         wrote = not read_only
-        budget = self.read_budget if read_only and self.read_budget > 0 else None
+        seconds = self.read_budget if read_only else self.write_budget if movable else 0.0
+        budget = seconds if seconds > 0 else None
 
         def attempt(inline: bool) -> Any:
             nonlocal wrote
@@ -587,7 +628,8 @@ class TenantStore:
             with handle.transaction(inline=inline) as conn:
                 raw = conn.connection.dbapi_connection
                 before = raw.total_changes  # type: ignore[union-attr]
-                result = fn(conn)
+                with budgeted(raw, budget if inline else None):  # not the commit: it must end
+                    result = fn(conn)
                 # A write opened a transaction (DML, or an explicit BEGIN) or changed rows.
                 # DDL run outside a transaction is not seen here; the replicator's periodic
                 # pass ships it.
@@ -599,10 +641,20 @@ class TenantStore:
             if not in_thread:
                 return await patiently(lambda: attempt(True), retry=_busy,
                                        seconds=self.busy_seconds)
-            async with handle.threads:
-                return await patiently(lambda: attempt(False), retry=_busy,
-                                       seconds=self.busy_seconds, offload=True,
-                                       executor=self._sql_threads)
+            if self._in_threads >= THREAD_BACKLOG:
+                metrics.THREAD_REFUSALS.inc()
+                log.warning("tenant_threads_overloaded", org=org, service=service,
+                            backlog=self._in_threads)
+                raise Overloaded("too many long-running database transactions are queued; "
+                                 "retry shortly", retry_after=1)
+            self._in_threads += 1
+            try:
+                async with handle.threads:
+                    return await patiently(lambda: attempt(False), retry=_busy,
+                                           seconds=self.busy_seconds, offload=True,
+                                           executor=self._sql_threads)
+            finally:
+                self._in_threads -= 1
 
         try:
             try:
@@ -610,12 +662,13 @@ class TenantStore:
             except OPERATIONAL_ERRORS as exc:
                 if offload or budget is None or not interrupted(exc):
                     raise
-            # A read that outran its budget on the loop thread (a scan of a big table, say):
-            # every other request waited meanwhile. It runs again in a worker thread, where
-            # it may take as long as it needs while the loop serves the others.
-            metrics.SLOW_READS.inc()
-            log.info("read_moved_to_thread", org=org, service=service,
-                     budget_ms=round(self.read_budget * 1000, 1))
+            # A transaction that outran its budget on the loop thread (a scan of a big table,
+            # a cascade over many rows): every other request waited meanwhile. It was rolled
+            # back, and runs again in a worker thread, where it may take as long as it needs
+            # while the loop serves the others.
+            (metrics.SLOW_READS if read_only else metrics.SLOW_WRITES).inc()
+            log.info("read_moved_to_thread" if read_only else "write_moved_to_thread",
+                     org=org, service=service, budget_ms=round(seconds * 1000, 1))
             return await run(True)
         finally:
             handle.users -= 1

@@ -183,7 +183,9 @@ class Broker:
     # -- events -----------------------------------------------------------------------------
 
     def _targets(self, org: str, coll: Collection, record_id: str) -> list[Client]:
-        return [c for c in self.by_org.get(org, ())
+        # tuple() copies the set in one step: a write moved to a worker thread asks this
+        # while the loop may connect or drop clients (a client's topics are replaced whole).
+        return [c for c in tuple(self.by_org.get(org, ()))
                 if any(t.matches(coll, record_id) for t in c.topics)]
 
     def viewers(self, tx: Tx, coll: Collection, record: dict[str, Any]) -> frozenset[Any]:

@@ -151,7 +151,8 @@ class BaseStore:
         """Run `fn` in one write transaction; publish its events after it commits.
 
         `offload=True` runs it in a worker thread (see `TenantStore.run_sync`): for schema
-        changes, which may rewrite a whole table and announce no record events."""
+        changes, which may rewrite a whole table and announce no record events. Any other
+        write moves to a worker thread once it outruns the store's write budget."""
         lock = self._locks.setdefault(org, asyncio.Lock())
         holder: list[Tx] = []
 
@@ -166,7 +167,12 @@ class BaseStore:
 
         async with lock:
             try:
-                result = await self.tenants.run_sync(org, SERVICE, run, offload=offload)
+                # A record write that outruns the write budget on the loop (a cascade over
+                # many rows, say) is rolled back and runs again in a worker thread: `run`
+                # touches only the connection, the locked caches and realtime's snapshot of
+                # its subscribers, and this org's lock stays held until it committed.
+                result = await self.tenants.run_sync(org, SERVICE, run, offload=offload,
+                                                     movable=True)
             except BaseException:
                 if holder and holder[0].new_schema is not None:
                     self._schemas.pop(org, None)

@@ -84,3 +84,72 @@ async def test_reads_moved_to_worker_threads_answer_the_same(cloud: Cloud, api: 
     assert metrics.SLOW_READS._value.get() > before
     assert len(await api.items("other", perPage=100)) == 10
     assert (await api.get("/collections/third")).status_code == 200
+
+
+async def test_a_cascade_over_the_write_budget_moves_to_a_thread_and_applies_once(
+        cloud: Cloud, api: Api) -> None:
+    # A record write that outruns the loop's budget is rolled back and runs again in a
+    # worker thread: it must apply exactly once, announce its events, and keep write order.
+    from hanzocloud import metrics
+
+    from .support import SseStream
+
+    parents = await api.collection("parents", [TEXT])
+    await api.collection("kids", [
+        {"name": "parent", "type": "relation", "collectionId": parents["id"],
+         "maxSelect": 1, "cascadeDelete": True}, {"name": "n", "type": "number"}])
+    parent = await api.create("parents", {"title": "p"})
+    kids = []
+    for chunk in range(24):
+        r = await api.post("/batch", {"requests": [
+            {"method": "POST", "url": "/api/collections/kids/records",
+             "body": {"parent": parent["id"], "n": n}}
+            for n in range(chunk * 50, chunk * 50 + 50)]})
+        assert r.status_code == 200, r.text
+        kids += [x["body"]["id"] for x in r.json()]
+    tenants = cloud.host.deps.tenants
+    before, budget = metrics.SLOW_WRITES._value.get(), tenants.write_budget
+    async with SseStream(cloud.host.public, "/v1/base/api/realtime", {}) as stream:
+        client_id = (await stream.event())[0]
+        r = await api.post("/realtime", {"clientId": client_id,
+                                         "subscriptions": [f"kids/{kids[7]}", "parents/*"]})
+        assert r.status_code == 204, r.text
+        tenants.write_budget = 1e-9
+        try:
+            deleted, made = await asyncio.gather(
+                api.delete(f"/collections/parents/records/{parent['id']}"),
+                api.create("parents", {"title": "after"}))
+        finally:
+            tenants.write_budget = budget
+        got = [await stream.event() for _ in range(3)]
+    assert deleted.status_code == 204, deleted.text
+    assert metrics.SLOW_WRITES._value.get() > before
+    assert await api.items("kids", perPage=10) == []
+    assert [p["id"] for p in await api.items("parents")] == [made["id"]]
+    # In commit order: the cascade's events together (the kid's, then its parent's), and the
+    # create, which waited on the org's lock, before or after them, never in between.
+    events = [(g[2]["action"], g[2]["record"]["id"]) for g in got]
+    cascade = [("delete", kids[7]), ("delete", parent["id"])]
+    assert events in ([*cascade, ("create", made["id"])], [("create", made["id"]), *cascade])
+
+
+async def test_a_full_thread_backlog_answers_503_with_retry_after(
+        cloud: Cloud, api: Api, monkeypatch: Any) -> None:
+    from hanzocloud import storage
+
+    await api.collection("wide", [{"name": "n", "type": "number"}])
+    r = await api.post("/batch", {"requests": [
+        {"method": "POST", "url": "/api/collections/wide/records", "body": {"n": n}}
+        for n in range(50)]})
+    assert r.status_code == 200, r.text
+    tenants = cloud.host.deps.tenants
+    monkeypatch.setattr(storage, "THREAD_BACKLOG", 0)  # no room: every move is refused
+    monkeypatch.setattr(tenants, "read_budget", 1e-9)
+    monkeypatch.setattr(storage, "PROGRESS_STEPS", 1)  # even a short read checks the clock
+    r = await api.get("/collections/wide/records", perPage=50, sort="-n")
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    body = r.json()
+    assert body["status"] == 503 and body["error"]["code"] == "overloaded"
+    assert "retry" in body["message"] and "Traceback" not in r.text
+    monkeypatch.undo()
+    assert len(await api.items("wide", perPage=50)) == 50  # nothing was lost meanwhile

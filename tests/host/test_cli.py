@@ -53,12 +53,13 @@ KEY = base64.b64encode(b"k" * 32).decode()
         (["--dev"], {"CLOUD_LISTEN": "nope"}, "malformed address 'nope'"),
         (["--ext-capabilities=nope", "--dev"], {}, "unknown capability 'nope'"),
         (["--tenant-read-budget-ms=-1", "--dev"], {}, "--tenant-read-budget-ms must be 0"),
+        (["--dev"], {"CLOUD_TENANT_WRITE_BUDGET_MS": "-5"}, "--tenant-write-budget-ms must be 0"),
     ],
     ids=["unknown-subsystem", "listen-no-port", "listen-port-range", "health-listen-bad",
          "no-master-key", "env-key-missing", "key-not-base64", "key-wrong-length",
          "key-file-missing", "key-ref-malformed", "kms-ref-needs-remote", "unknown-brand",
          "bad-int", "unknown-flag", "env-listen-bad", "unknown-ext-capability",
-         "negative-read-budget"],
+         "negative-read-budget", "negative-write-budget"],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path: Path, args: list[str], env: dict[str, str],
                                           message: str) -> None:

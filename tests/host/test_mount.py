@@ -246,6 +246,7 @@ def test_route_inside_another_prefix_is_a_collision(settings_factory: Callable[.
 def test_tenant_settings_reach_the_store(settings_factory: Callable[..., Settings],
                                          master: MasterKey) -> None:
     host = build_host(settings_factory(enable="alpha", tenant_cache_size=7,
-                                       tenant_read_budget_ms=50), registry=TEST_REGISTRY,
-                      master=master)
+                                       tenant_read_budget_ms=50, tenant_write_budget_ms=0),
+                      registry=TEST_REGISTRY, master=master)
     assert host.deps.tenants.max_open == 7 and host.deps.tenants.read_budget == 0.05
+    assert host.deps.tenants.write_budget == 0

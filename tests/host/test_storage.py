@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,24 @@ async def write(store: TenantStore, org: str, value: str) -> None:
 async def read(store: TenantStore, org: str) -> list[str]:
     async with store.session(org, "notes") as s:
         return [r[0] for r in (await s.execute(text("SELECT v FROM t ORDER BY rowid"))).all()]
+
+
+@contextlib.asynccontextmanager
+async def loop_turns(period: float) -> AsyncIterator[list[int]]:
+    """Count the loop's free turns (one per `period`) while the block runs: [count]."""
+    ticks, done = [0], asyncio.Event()
+
+    async def ticker() -> None:  # runs only while the loop is free
+        while not done.is_set():
+            await asyncio.sleep(period)
+            ticks[0] += 1
+
+    running = asyncio.create_task(ticker())
+    try:
+        yield ticks
+    finally:
+        done.set()
+        await running
 
 
 def all_bytes(folder: Path) -> bytes:
@@ -168,7 +189,6 @@ async def test_idle_handles_are_evicted(tmp_path: Path, master: MasterKey) -> No
 
 
 async def test_concurrent_first_open_creates_one_key(tmp_path: Path, master: MasterKey) -> None:
-    import asyncio
 
     store = TenantStore(tmp_path, master)
     handles = await asyncio.gather(*(store.open("acme", "notes") for _ in range(20)))
@@ -184,7 +204,6 @@ async def test_concurrent_first_open_creates_one_key(tmp_path: Path, master: Mas
 
 async def test_run_sync_waits_out_another_writer_without_blocking_the_loop(
         tmp_path: Path, master: MasterKey) -> None:
-    import asyncio
 
     store = TenantStore(tmp_path, master)
     await write(store, "acme", "first")
@@ -258,7 +277,6 @@ async def test_run_sync_tells_the_replicator_about_writes_only(tmp_path: Path,
 
 
 async def test_offloaded_run_sync_leaves_the_loop_free(tmp_path: Path, master: MasterKey) -> None:
-    import asyncio
     import threading
     import time as clock
 
@@ -383,7 +401,6 @@ async def test_a_read_only_run_that_writes_raises_and_keeps_nothing(
 
 async def test_an_evicted_handle_is_freed_without_a_collection(tmp_path: Path,
                                                                master: MasterKey) -> None:
-    import asyncio
     import gc
     import weakref
 
@@ -423,7 +440,6 @@ async def test_sessions_run_on_the_loop_thread_without_threads_of_their_own(
 
 async def test_a_session_closes_without_a_loop_step_and_when_cancelled(
         tmp_path: Path, master: MasterKey) -> None:
-    import asyncio
 
     store = TenantStore(tmp_path, master)
     await write(store, "acme", "first")
@@ -457,7 +473,6 @@ async def test_a_session_closes_without_a_loop_step_and_when_cancelled(
 
 async def test_a_session_waits_out_another_sessions_write_lock(tmp_path: Path,
                                                                 master: MasterKey) -> None:
-    import asyncio
 
     store = TenantStore(tmp_path, master)
     await write(store, "acme", "first")
@@ -518,7 +533,6 @@ HEAVY = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x
 
 async def test_a_read_over_budget_moves_to_a_thread_and_the_loop_keeps_serving(
         tmp_path: Path, master: MasterKey) -> None:
-    import asyncio
     import threading
 
     from hanzocloud import metrics
@@ -532,25 +546,14 @@ async def test_a_read_over_budget_moves_to_a_thread_and_the_loop_keeps_serving(
         rows = [r[0] for r in conn.exec_driver_sql("SELECT v FROM t")]
         return int(conn.exec_driver_sql(HEAVY).scalar_one()), rows
 
-    ticks = 0
-    done = asyncio.Event()
-
-    async def ticker() -> None:  # runs only while the loop is free
-        nonlocal ticks
-        while not done.is_set():
-            await asyncio.sleep(0.002)
-            ticks += 1
-
     before = metrics.SLOW_READS._value.get()
-    running = asyncio.create_task(ticker())
-    result = await store.run_sync("acme", "notes", heavy, read_only=True)
-    done.set()
-    await running
+    async with loop_turns(0.002) as ticks:
+        result = await store.run_sync("acme", "notes", heavy, read_only=True)
     assert result == (2000000, ["first"])  # the whole read ran again, from the start
     main = threading.main_thread().name
     assert threads[0] == main and threads[-1] != main and len(threads) == 2
     assert metrics.SLOW_READS._value.get() == before + 1
-    assert ticks >= 5  # the loop served others while the read ran in its thread
+    assert ticks[0] >= 5  # the loop served others while the read ran in its thread
 
     # A short read stays on the loop; with no budget a long one does too; writes never move.
     assert await store.run_sync("acme", "notes", lambda c: threading.current_thread().name,
@@ -571,7 +574,6 @@ async def test_a_read_over_budget_moves_to_a_thread_and_the_loop_keeps_serving(
 
 async def test_reads_moved_to_threads_queue_for_the_tenants_thread_connections(
         tmp_path: Path, master: MasterKey) -> None:
-    import asyncio
     import threading
 
     from hanzocloud.storage import THREAD_CONNECTIONS
@@ -610,7 +612,6 @@ async def test_reads_moved_to_threads_queue_for_the_tenants_thread_connections(
 
 async def test_moved_reads_run_on_the_stores_threads_not_the_default_pool(
         tmp_path: Path, master: MasterKey) -> None:
-    import asyncio
     import threading
 
     from hanzocloud.storage import SQL_THREADS
@@ -638,4 +639,114 @@ async def test_moved_reads_run_on_the_stores_threads_not_the_default_pool(
     await asyncio.to_thread(started.wait, 30)
     assert await asyncio.gather(*reads) == [2000001] * SQL_THREADS
     assert len(names) == SQL_THREADS and all(n.startswith("hanzocloud-sql") for n in names)
+    await store.close()
+
+
+BULK = ("INSERT INTO t SELECT 'bulk' FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+        "SELECT x + 1 FROM c WHERE x < 300000) SELECT x FROM c)")
+
+
+async def test_a_movable_write_over_budget_is_rolled_back_and_moves_to_a_thread(
+        tmp_path: Path, master: MasterKey) -> None:
+    import threading
+
+    from hanzocloud import metrics
+
+    store = TenantStore(tmp_path, master, write_budget=0.002)
+    await write(store, "acme", "first")
+    threads: list[str] = []
+
+    def bulk(conn: Any) -> int:
+        threads.append(threading.current_thread().name)
+        conn.exec_driver_sql("INSERT INTO t VALUES ('marker')")
+        conn.exec_driver_sql(BULK)
+        return int(conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one())
+
+    before = metrics.SLOW_WRITES._value.get()
+    async with loop_turns(0.001) as ticks:
+        assert await store.run_sync("acme", "notes", bulk, movable=True) == 300002
+    main = threading.main_thread().name
+    assert threads[0] == main and threads[-1].startswith("hanzocloud-sql") and len(threads) == 2
+    assert metrics.SLOW_WRITES._value.get() == before + 1
+    assert ticks[0] >= 3  # the loop served others while the write ran in its thread
+
+    def count(conn: Any) -> list[tuple[str, int]]:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            "SELECT v, count(*) FROM t GROUP BY v ORDER BY v")]
+
+    # The interrupted attempt left nothing behind: each row is there once.
+    assert await store.run_sync("acme", "notes", count, read_only=True) == [
+        ("bulk", 300000), ("first", 1), ("marker", 1)]
+    # A write not marked movable, or any write with no budget, stays on the loop.
+    threads.clear()
+    await store.run_sync("acme", "notes", bulk)
+    store.write_budget = 0
+    await store.run_sync("acme", "notes", bulk, movable=True)
+    assert threads == [main, main] and metrics.SLOW_WRITES._value.get() == before + 1
+    assert await store.run_sync("acme", "notes", lambda c: c.connection.dbapi_connection
+                                .in_transaction) is False
+    await store.close()
+
+
+async def test_a_write_that_swallows_the_interruption_is_not_committed_half_done(
+        tmp_path: Path, master: MasterKey) -> None:
+    # SQLite rolls the whole transaction back when it interrupts a write; a block that
+    # catches the error and goes on would commit only what follows. The budget raises again
+    # at the block's end, so the attempt is rolled back and runs whole in a thread.
+    import threading
+
+    from hanzocloud.storage import OPERATIONAL_ERRORS
+
+    store = TenantStore(tmp_path, master, write_budget=0.002)
+    await write(store, "acme", "first")
+    attempts: list[bool] = []
+
+    def careless(conn: Any) -> None:
+        attempts.append(threading.current_thread() is threading.main_thread())
+        with contextlib.suppress(OPERATIONAL_ERRORS):
+            conn.exec_driver_sql(BULK)
+        conn.exec_driver_sql("INSERT INTO t VALUES ('after')")
+
+    await store.run_sync("acme", "notes", careless, movable=True)
+    assert attempts == [True, False]
+    rows = await store.run_sync("acme", "notes", lambda c: [tuple(r) for r in c.exec_driver_sql(
+        "SELECT v, count(*) FROM t GROUP BY v ORDER BY v")], read_only=True)
+    assert rows == [("after", 1), ("bulk", 300000), ("first", 1)]
+    await store.close()
+
+
+async def test_moving_is_refused_with_overloaded_when_the_thread_backlog_is_full(
+        tmp_path: Path, master: MasterKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from hanzocloud import metrics, storage
+    from hanzocloud.errors import Overloaded
+
+    monkeypatch.setattr(storage, "THREAD_BACKLOG", 2)
+    store = TenantStore(tmp_path, master, read_budget=0.001)
+    await write(store, "acme", "first")
+    release = threading.Event()
+
+    def held(conn: Any) -> int:
+        if threading.current_thread() is not threading.main_thread():
+            release.wait(30)  # in its thread: stays there until released
+        return int(conn.exec_driver_sql(HEAVY).scalar_one())
+
+    before = metrics.THREAD_REFUSALS._value.get()
+    first = [asyncio.create_task(store.run_sync("acme", "notes", held, read_only=True))
+             for _ in range(2)]
+    while store._in_threads < 2:
+        await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded) as refused:
+        await store.run_sync("acme", "notes", held, read_only=True)
+    with pytest.raises(Overloaded):  # offloaded work shares the backlog
+        await store.run_sync("acme", "notes", held, offload=True)
+    assert refused.value.status == 503 and refused.value.retry_after == 1
+    assert metrics.THREAD_REFUSALS._value.get() == before + 2
+    # Short work still runs on the loop meanwhile, and the backlog drains.
+    assert await store.run_sync("acme", "notes", lambda c: 1, read_only=True) == 1
+    release.set()
+    assert await asyncio.gather(*first) == [2000000, 2000000]
+    assert store._in_threads == 0
+    assert await store.run_sync("acme", "notes", held, read_only=True) == 2000000
     await store.close()
