@@ -36,14 +36,24 @@ async def patiently(call: Callable[[], Any], *, retry: Callable[[Exception], boo
     `offload`; with the caller's context variables). While it raises an error that
     `retry` accepts (another writer holds the file), back off 1 → 50 ms on the loop and call
     again, for up to `seconds` after the first refusal; then the last error is raised. Both
-    the store's `run_sync` and every inline statement wait for locks this way."""
+    the store's `run_sync` and every inline statement wait for locks this way.
+
+    A caller cancelled while `call` runs in its thread still waits for the thread to finish
+    before the cancellation goes on: what the caller holds meanwhile (a lock that orders
+    writes, a slot that bounds threads and connections) is held for as long as the work
+    really runs."""
     delay, deadline = 0.001, 0.0
     while True:
         try:  # the common case: no lock in the way, no timing
             if not offload:
                 return call()
             context = contextvars.copy_context()
-            return await asyncio.get_running_loop().run_in_executor(executor, context.run, call)
+            running = asyncio.get_running_loop().run_in_executor(executor, context.run, call)
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                await asyncio.wait([running])
+                raise
         except Exception as exc:
             if not retry(exc):
                 raise

@@ -750,3 +750,37 @@ async def test_moving_is_refused_with_overloaded_when_the_thread_backlog_is_full
     assert store._in_threads == 0
     assert await store.run_sync("acme", "notes", held, read_only=True) == 2000000
     await store.close()
+
+
+async def test_a_cancelled_caller_waits_for_its_transaction_thread_to_finish(
+        tmp_path: Path, master: MasterKey) -> None:
+    # The caller's slot in the thread backlog (and a lock it holds across the call, as base
+    # writers do) must last as long as the SQL really runs, cancellation or not.
+    import threading
+
+    store = TenantStore(tmp_path, master, read_budget=0.001)
+    await write(store, "acme", "first")
+    entered, release = threading.Event(), threading.Event()
+
+    def held(conn: Any) -> int:
+        if threading.current_thread() is not threading.main_thread():
+            entered.set()
+            release.wait(30)
+        return int(conn.exec_driver_sql(HEAVY).scalar_one())
+
+    lock = asyncio.Lock()
+
+    async def locked_read() -> int:
+        async with lock:
+            return int(await store.run_sync("acme", "notes", held, read_only=True))
+
+    task = asyncio.create_task(locked_read())
+    await asyncio.to_thread(entered.wait, 30)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    assert not task.done() and lock.locked() and store._in_threads == 1
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not lock.locked() and store._in_threads == 0
+    await store.close()
