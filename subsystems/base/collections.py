@@ -21,6 +21,7 @@ from subsystems.base.util import RESERVED_NAMES, check_name, new_id
 RULES = ("listRule", "viewRule", "createRule", "updateRule", "deleteRule")
 MAX_FIELDS = 200
 MAX_COLLECTIONS = 500
+VIA = "_via_"  # a back-relation's name: <collection>_via_<relation field>
 _INDEX = re.compile(
     r"^\s*CREATE\s+(UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?[`\"']?(\w{1,63})[`\"']?"
     r"\s+ON\s+[`\"']?(\w{1,63})[`\"']?\s*\(([^()]{1,1000})\)\s*;?\s*$",
@@ -134,6 +135,20 @@ class Schema:
 
     def table(self, collection: Collection) -> sa.Table:
         return self.tables[collection.id]
+
+    def back_relation(self, coll: Collection, name: str) -> tuple[Collection, Field] | None:
+        """The (collection, relation field) that a back-relation `<collection>_via_<field>`
+        names, if that field points at `coll`. Names may contain `_via_` themselves: every
+        split is tried."""
+        at = name.find(VIA)
+        while at > 0:
+            other = self.by_name.get(name[:at])
+            f = other.field(name[at + len(VIA):]) if other is not None else None
+            if (other is not None and f is not None and f.type == "relation"
+                    and f.target == coll.id):
+                return other, f
+            at = name.find(VIA, at + 1)
+        return None
 
     def referrers(self, target_id: str) -> list[tuple[Collection, Field]]:
         """Every (collection, relation field) pointing at collection `target_id`."""

@@ -257,8 +257,7 @@ class Compiler:
             if every:
                 fresh = self._alias(coll)
                 cond = self._path(coll, fresh, rest, modifier, 0).wrap(inner, True)
-                return ~sa.exists(sa.select(1).select_from(fresh)
-                                  .where(sa.not_(sa.func.coalesce(cond, False))))
+                return ~sa.exists(_within(fresh).where(sa.not_(sa.func.coalesce(cond, False))))
             key = (coll.id, item.alias)
             if key not in self._joins:
                 self._joins[key] = self._alias(coll)
@@ -279,7 +278,10 @@ class Compiler:
                 raise InvalidArgument(f"'{name}' has no sub-fields")
             return self._column(table.c[name], ftype, modifier)
         if f is None:
-            raise InvalidArgument(f"unknown field '{name}' in collection '{coll.name}'")
+            via = self.schema.back_relation(coll, name)
+            if via is None:
+                raise InvalidArgument(f"unknown field '{name}' in collection '{coll.name}'")
+            return self._back(name, table, *via, rest, modifier, hops)
         if f.hidden and not self.ctx.is_admin:
             raise InvalidArgument(f"field '{name}' is hidden and cannot be filtered")
         col = table.c[f.name]
@@ -319,9 +321,44 @@ class Compiler:
             item = sa.func.lower(each.c.value) if modifier == "lower" else each.c.value
             cond = inner(Value(item, ftype=f.type))
             if every:
-                return ~sa.exists(sa.select(1).select_from(each)
-                                  .where(sa.not_(sa.func.coalesce(cond, False))))
-            return sa.exists(sa.select(1).select_from(each).where(cond))
+                return ~sa.exists(_within(each).where(sa.not_(sa.func.coalesce(cond, False))))
+            return sa.exists(_within(each).where(cond))
+
+        return _Resolved(wrap, True)
+
+    def _back(self, name: str, table: Any, other: Collection, f: Field,
+              rest: tuple[str, ...], modifier: str, hops: int) -> _Resolved:
+        """`<collection>_via_<field>.<path>`: the records of `other` whose relation `f` points
+        at this record, multi-valued like `@collection` (a plain operator must hold for every
+        such record, true when there is none; `?` operators for any)."""
+        if not rest:
+            raise InvalidArgument(f"'{name}' is a back-relation: filter by one of its fields "
+                                  f"({name}.<field>)")
+        if f.hidden and not self.ctx.is_admin:
+            raise InvalidArgument(f"field '{f.name}' is hidden and cannot be filtered")
+        if not (self.rule or self.ctx.is_admin or other.rule("listRule") == ""):
+            raise InvalidArgument(f"only admins can filter by {name}: the list rule of "
+                                  f"'{other.name}' does not let every member see all its records")
+        if hops >= MAX_HOPS:
+            raise InvalidArgument(f"relation paths are limited to {MAX_HOPS} hops")
+        # Resolve once so unknown names fail now, even if the operand is never used.
+        self._path(other, self.schema.table(other), rest, modifier, hops + 1)
+
+        def wrap(inner: Inner, every: bool) -> Expr:
+            alias = self._alias(other)
+            cond = self._path(other, alias, rest, modifier, hops + 1).wrap(inner, every)
+            col = alias.c[f.name]
+            froms: tuple[Any, ...] = (alias,)
+            if f.multi:  # one row per (record, value): the value must be this record's id
+                each = sa.func.json_each(col).table_valued("value").alias(
+                    f"j{next(self._names)}")
+                froms, points = (alias, each), each.c.value == table.c.id
+            else:
+                points = col == table.c.id
+            if every:
+                return ~sa.exists(_within(*froms).where(
+                    points, sa.not_(sa.func.coalesce(cond, False))))
+            return sa.exists(_within(*froms).where(points, cond))
 
         return _Resolved(wrap, True)
 
@@ -336,16 +373,24 @@ class Compiler:
             nested = self._path(target, alias, rest, modifier, hops + 1)
             cond = nested.wrap(inner, every)
             if not f.multi:
-                return sa.exists(sa.select(1).select_from(alias)
-                                 .where(alias.c.id == col, cond))
+                return sa.exists(_within(alias).where(alias.c.id == col, cond))
             each = sa.func.json_each(col).table_valued("value").alias(f"j{next(self._names)}")
-            joined = each.join(alias, alias.c.id == each.c.value)
+            linked = alias.c.id == each.c.value
             if every:
-                return ~sa.exists(sa.select(1).select_from(joined)
-                                  .where(sa.not_(sa.func.coalesce(cond, False))))
-            return sa.exists(sa.select(1).select_from(joined).where(cond))
+                return ~sa.exists(_within(each, alias).where(
+                    linked, sa.not_(sa.func.coalesce(cond, False))))
+            return sa.exists(_within(each, alias).where(linked, cond))
 
         return _Resolved(wrap, True)
+
+
+def _within(*froms: Any) -> sa.Select[Any]:
+    """`SELECT 1 FROM froms`, for an EXISTS: any other table its conditions name belongs to
+    an enclosing query, however deep. (On its own SQLAlchemy correlates only with the
+    immediately enclosing SELECT; `@collection` joins wrap the whole filter in one more, and
+    a path inside it would otherwise pull the outer table into its own FROM, uncorrelated,
+    and match whenever any record matched.)"""
+    return sa.select(1).select_from(*froms).correlate_except(*froms)
 
 
 def json_extract(col: Expr, path: Sequence[str]) -> Expr:

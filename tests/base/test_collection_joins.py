@@ -131,3 +131,24 @@ async def test_realtime_events_follow_a_joined_view_rule(cloud: Cloud,
         mine = await api.create("tasks", {"title": "bob's", "project": "apollo"})
         _, _, data = await stream.event()
     assert (data["action"], data["record"]["id"]) == ("create", mine["id"])
+
+
+async def test_a_rule_with_a_join_still_follows_each_records_own_relations(
+        cloud: Cloud, api: Api) -> None:
+    # The join wraps the rule in one more query; a relation path beside it must still look
+    # at the record being checked, or any one matching record would open every record.
+    owners = await api.collection("owners", [{"name": "user", "type": "text"}])
+    await api.collection("switches", [{"name": "on", "type": "bool"}], **ADMINS_ONLY)
+    rule = "owner.user = @request.auth.id && @collection.switches.on ?= true"
+    await api.collection("notes", [
+        {"name": "title", "type": "text"},
+        {"name": "owner", "type": "relation", "collectionId": owners["id"]}],
+        listRule=rule, viewRule=rule)
+    await api.create("switches", {"on": True})
+    for user in ("bob", "eve"):
+        owner = await api.create("owners", {"user": user})
+        await api.create("notes", {"title": f"{user}'s", "owner": owner["id"]})
+    bob = await api_for(cloud, user="bob", roles=("editor",))
+    assert [n["title"] for n in await bob.items("notes")] == ["bob's"]
+    eves = next(n for n in await api.items("notes") if n["title"] == "eve's")
+    assert_error(await bob.get(f"/collections/notes/records/{eves['id']}"), 404)

@@ -72,6 +72,12 @@ MATCHES = [
     ("views = 1e1", {"p1"}),
     ("'p3' = title", {"p3"}),
     ("views < 99999999999999999999999999", {"p0", "p1", "p2", "p3", "p4"}),
+    # Paths next to an `@collection` join (which wraps the filter in one more query) still
+    # look at each record's own relations.
+    ("author.name = 'Ann' && @collection.authors.name ?= 'Bob'", {"p0", "p1", "p4"}),
+    ("author.org.name = 'Home' && @collection.posts.views ?> 35", {"p0", "p1", "p4"}),
+    ("@collection.authors.name ?= 'Home' && author.name ~ 'bo'", {"p2", "p3"}),
+    ("tags ?= 'c' && @collection.authors.name ?= 'Bob'", {"p2", "p4"}),
 ]
 
 

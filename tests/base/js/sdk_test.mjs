@@ -95,6 +95,15 @@ assert.deepEqual(Object.keys(full[0]).sort(), ["id", "title"]);
 
 const first = await pb.collection("posts").getFirstListItem('published = true && title ~ "4"');
 assert.equal(first.title, "post 4");
+
+// Back-relations: an author's posts, in expand and in a filter.
+const writers = await pb.collection("authors").getFullList({
+  filter: "posts_via_author.views ?>= 30", sort: "name", expand: "posts_via_author",
+});
+assert.deepEqual(writers.map((a) => a.name), ["Ann", "Bob"]);  // post 1 now has 999 views
+assert.deepEqual(writers[0].expand.posts_via_author.map((p) => p.title),
+  ["post 0", "post 1", "post 2"]);
+assert.deepEqual(writers[1].expand.posts_via_author.map((p) => p.title), ["post 3", "post 4"]);
 step("list", { items: list.items.length });
 
 // -- errors in PocketBase's shape ----------------------------------------------------------
