@@ -87,7 +87,8 @@ def _now_macros() -> dict[str, str]:
     next_month = (month + timedelta(days=32)).replace(day=1)
     year = month.replace(month=1)
     return {
-        "@now": format_time(now), "@todayStart": format_time(day),
+        "@now": format_time(now), "@yesterday": format_time(now - timedelta(days=1)),
+        "@tomorrow": format_time(now + timedelta(days=1)), "@todayStart": format_time(day),
         "@todayEnd": format_time(day + timedelta(days=1, microseconds=-1000)),
         "@monthStart": format_time(month),
         "@monthEnd": format_time(next_month - timedelta(microseconds=1000)),

@@ -65,6 +65,8 @@ MATCHES = [
     ("id != ''", {"p0", "p1", "p2", "p3", "p4"}),
     ("created <= @now && created >= @yearStart", {"p0", "p1", "p2", "p3", "p4"}),
     ("created > @now", set()),
+    ("created > @yesterday && created < @tomorrow", {"p0", "p1", "p2", "p3", "p4"}),
+    ("created > @tomorrow || created < @yesterday", set()),
     ("@request.auth.id = 'alice' && views = 10", {"p1"}),
     ("@request.auth.roles ?= 'owner' && views = 20", {"p2"}),
     ("@request.auth.org = 'other'", set()),
