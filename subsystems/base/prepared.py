@@ -9,9 +9,10 @@ transaction's connection.
 
 The cache lives on the org's `Schema`, so a schema change (which installs a new `Schema`,
 rules included) starts a fresh one. Within a schema a key must name everything else the SQL
-depends on: the caller (the rule context is a pure function of the identity) and the query
-parameters. A rule or filter that reads the clock (`@now`, `@todayStart`, …) changes with
-time and is never cached; neither is anything that depends on a request body.
+depends on: the caller (the rule context is a pure function of the identity; `caller_key`
+says how much of it matters) and the query parameters. A rule or filter that reads the
+clock (`@now`, `@todayStart`, …) changes with time and is never cached; neither is
+anything that depends on a request body.
 """
 
 from __future__ import annotations
@@ -34,9 +35,16 @@ _FILLING = threading.Lock()
 _ABSENT = object()
 
 
-def caller_key(identity: Identity) -> tuple[Any, ...]:
-    """What a rule context is built from (`store.rule_context`), minus the request id."""
-    return (identity.org, identity.user, identity.email, identity.roles, identity.is_admin)
+def caller_key(identity: Identity, admin: bool, texts: tuple[str | None, ...]) -> tuple[Any, ...]:
+    """What of the caller a statement compiled from `texts` (its rules and filters) depends
+    on. Without `@request` in them, only whether the caller is an admin (`admin`: rules
+    bypassed, hidden fields usable), so every member shares one statement; with it, the
+    whole identity the rule context is built from (`store.rule_context`), as `@request.auth.*`
+    values are compiled in."""
+    if any(text and "@request" in text for text in texts):
+        return ("caller", identity.org, identity.user, identity.email, identity.roles,
+                identity.is_admin, admin)
+    return ("admin" if admin else "member",)
 
 
 @dataclass(frozen=True, slots=True)

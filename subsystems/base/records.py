@@ -124,8 +124,8 @@ def list_records(tx: Tx, name: str, params: ListParams) -> dict[str, Any]:
 
     offset = (params.page - 1) * params.per_page
     texts = (_rule_text(tx, coll, "listRule"), params.filter)
-    key = ("list", coll.id, caller_key(tx.identity), params.filter, params.sort, params.page,
-           params.per_page)
+    key = ("list", coll.id, caller_key(tx.identity, tx.admin, texts), params.filter,
+           params.sort, params.page, params.per_page)
     names, rows = _tuples(tx, key, texts, build)
     make = presenter(tx, coll, names)
     items = [make(r) for r in rows]
@@ -139,7 +139,8 @@ def list_records(tx: Tx, name: str, params: ListParams) -> dict[str, Any]:
         else:
             # A separate count: cheaper than a window count, which must materialize and
             # sort every match before LIMIT (about 40% of a 30-row page's SQL time).
-            count_key = ("count", coll.id, caller_key(tx.identity), params.filter)
+            count_key = ("count", coll.id, caller_key(tx.identity, tx.admin, texts),
+                         params.filter)
             total = _rows(tx, count_key, texts, build_count)[0]["total"]
         pages = math.ceil(total / params.per_page)
     return {"page": params.page, "perPage": params.per_page, "totalItems": total,
@@ -159,8 +160,9 @@ def _fetch(tx: Tx, coll: Collection, record_id: str, kind: str, *,
         return query if cond is None else query.where(cond)
 
     if body is None:  # the rule reads no body: the query depends on the caller only
-        key = ("one", coll.id, kind, method, caller_key(tx.identity))
-        rows = _rows(tx, key, (_rule_text(tx, coll, kind),), build, record_id=record_id)
+        texts = (_rule_text(tx, coll, kind),)
+        key = ("one", coll.id, kind, method, caller_key(tx.identity, tx.admin, texts))
+        rows = _rows(tx, key, texts, build, record_id=record_id)
     else:
         rows = [dict(r._mapping) for r in tx.conn.execute(build(), {"record_id": record_id})]
     if not rows:

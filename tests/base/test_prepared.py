@@ -11,7 +11,7 @@ from sqlalchemy.dialects import sqlite
 
 from subsystems.base.collections import Schema
 from subsystems.base.filter_sql import reads_clock
-from subsystems.base.prepared import CACHE_SIZE, cached, prepare
+from subsystems.base.prepared import CACHE_SIZE, cached, caller_key, prepare
 
 from .support import Api, api_for, assert_error
 
@@ -36,6 +36,34 @@ async def test_each_caller_gets_its_own_rule(cloud: Cloud, api: Api) -> None:
         # The org owner is an admin: no rule, and hidden fields shown.
         assert (await api.get(f"/collections/notes/records/{eves['id']}")).json()["secret"] == "s2"
         assert "secret" not in (await eve.get(f"/collections/notes/records/{eves['id']}")).json()
+
+
+def test_members_share_statements_unless_a_rule_reads_the_request() -> None:
+    from hanzocloud.identity import Identity
+
+    bob, eve = (Identity(org="acme", user=u, roles=("editor",)) for u in ("bob", "eve"))
+    plain = ("done = true", "score > 1")
+    assert caller_key(bob, False, plain) == caller_key(eve, False, plain)
+    assert caller_key(bob, True, plain) != caller_key(bob, False, plain)  # admins bypass
+    assert caller_key(bob, False, (None, None)) == caller_key(eve, False, (None,))
+    for texts in ((OWNED,), ("done = true", "@request.method = 'GET'")):
+        assert caller_key(bob, False, texts) != caller_key(eve, False, texts)
+
+
+async def test_admins_and_members_never_share_a_statement(cloud: Cloud, api: Api) -> None:
+    await api.collection("notes", FIELDS, listRule="done = true", viewRule="done = true")
+    undone = await api.create("notes", {"title": "u", "done": False, "secret": "s"})
+    done = await api.create("notes", {"title": "d", "done": True, "secret": "s"})
+    bob = await api_for(cloud, user="bob", roles=("editor",))
+    eve = await api_for(cloud, user="eve", roles=("editor",))
+    for first, then in ((bob, api), (api, eve)):  # whichever prepares first
+        for who in (first, then):
+            member = who is not api
+            r = await who.get(f"/collections/notes/records/{undone['id']}")
+            assert r.status_code == (404 if member else 200)
+            got = (await who.get(f"/collections/notes/records/{done['id']}")).json()
+            assert ("secret" in got) is not member
+            assert len(await who.items("notes")) == (1 if member else 2)
 
 
 async def test_values_keep_their_types(api: Api) -> None:
