@@ -16,6 +16,7 @@ from itertools import count
 from typing import Any
 
 import sqlalchemy as sa
+from starlette.datastructures import Headers, QueryParams
 
 from hanzocloud.errors import InvalidArgument
 from subsystems.base.collections import Collection, Schema
@@ -40,12 +41,27 @@ AUTH_KEYS = ("id", "email", "org", "roles", "isAdmin", "collectionName")
 
 @dataclass(frozen=True, slots=True)
 class RuleContext:
-    """What `@request.*` means for one evaluation: the caller and, for writes, the body."""
+    """What `@request.*` means for one evaluation: the caller, for writes the body, and the
+    HTTP request being served (its ASGI scope; None outside one: realtime, Deps calls)."""
 
     auth: dict[str, Any]
     is_admin: bool = False
     body: dict[str, Any] | None = None
     method: str = "GET"
+    request: Any = None
+
+
+def request_value(scope: Any, part: str, name: str) -> str:
+    """`@request.headers.<name>` (header names lowercased, `-` read as `_`) or
+    `@request.query.<name>` (the first value) of the request `scope`; "" when absent."""
+    if scope is None:
+        return ""
+    if part == "query":
+        return str(QueryParams(scope.get("query_string", b"")).get(name, ""))
+    for key, value in Headers(scope=scope).items():
+        if key.replace("-", "_") == name.lower():
+            return str(value)
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +195,8 @@ class Compiler:
             return _const(_lowered(value, item.modifier))
         if head == "@request" and rest == ("method",):
             return _const(self.ctx.method)
+        if head == "@request" and len(rest) == 2 and rest[0] in ("headers", "query"):
+            return _const(_lowered(request_value(self.ctx.request, *rest), item.modifier))
         if not rest:
             macros = _now_macros()
             if head in macros:
@@ -450,19 +468,32 @@ def _compare(left: Value, op: str, right: Value) -> Expr:
 def reads_clock(text: str | None) -> bool:
     """Whether `text` uses a time macro (`@now`, `@todayStart`, `@hour`, …), so that what
     it compiles to changes with the clock. Raises InvalidArgument on a syntax error."""
+    return _any_ident(text, lambda path: path[0].startswith("@") and path[0] not in (
+        "@request", "@collection"))
+
+
+def varies(text: str | None) -> bool:
+    """Whether what `text` compiles to may change from one request of a caller to the next:
+    it reads the clock, or the request's headers or query (`@request.headers.*`,
+    `@request.query.*`). Raises InvalidArgument on a syntax error."""
+    return _any_ident(text, lambda path: (
+        path[0].startswith("@") and path[0] not in ("@request", "@collection")
+        or path[0] == "@request" and path[1:2] in (("headers",), ("query",))))
+
+
+def _any_ident(text: str | None, test: Callable[[tuple[str, ...]], bool]) -> bool:
     node = parse_filter(text or "")
-    return node is not None and _reads_clock(node)
+    return node is not None and _walk(node, test)
 
 
-def _reads_clock(node: Node | Operand) -> bool:
+def _walk(node: Node | Operand, test: Callable[[tuple[str, ...]], bool]) -> bool:
     if isinstance(node, Group):
-        return any(_reads_clock(child) for child in node.items)
+        return any(_walk(child, test) for child in node.items)
     if isinstance(node, Cmp):
-        return _reads_clock(node.left) or _reads_clock(node.right)
+        return _walk(node.left, test) or _walk(node.right, test)
     if isinstance(node, Call):
-        return any(_reads_clock(arg) for arg in node.args)
-    return isinstance(node, Ident) and node.path[0].startswith("@") and node.path[0] not in (
-        "@request", "@collection")
+        return any(_walk(arg, test) for arg in node.args)
+    return isinstance(node, Ident) and test(node.path)
 
 
 def _is_number(value: Any) -> bool:

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hanzocloud.errors import CloudError
 from hanzocloud.http import JSONResponse, error_response
+from subsystems.base.store import REQUEST_SCOPE
 
 
 def pocketbase_error(exc: BaseException) -> JSONResponse:
@@ -61,6 +62,7 @@ class PocketBaseErrors:
         scope["starlette.exception_handlers"] = (
             {**handlers, CloudError: _handler, HTTPException: _handler}, status_handlers)
         started = False
+        serving = REQUEST_SCOPE.set(scope)  # for rules reading @request.headers / .query
 
         async def tracked(message: Message) -> None:
             nonlocal started
@@ -74,3 +76,5 @@ class PocketBaseErrors:
             if started:
                 raise
             await pocketbase_error(exc)(scope, receive, send)
+        finally:
+            REQUEST_SCOPE.reset(serving)

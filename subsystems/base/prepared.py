@@ -11,8 +11,8 @@ The cache lives on the org's `Schema`, so a schema change (which installs a new 
 rules included) starts a fresh one. Within a schema a key must name everything else the SQL
 depends on: the caller (the rule context is a pure function of the identity; `caller_key`
 says how much of it matters) and the query parameters. A rule or filter that reads the
-clock (`@now`, `@todayStart`, …) changes with time and is never cached; neither is
-anything that depends on a request body.
+clock (`@now`, `@todayStart`, …) changes with time and is never cached; neither is one
+that reads the request's headers or query, nor anything that depends on a request body.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from hanzocloud.identity import Identity
 from subsystems.base.collections import Schema
-from subsystems.base.filter_sql import reads_clock
+from subsystems.base.filter_sql import varies
 
 # Prepared statements kept per org schema; the oldest goes first when it is full.
 CACHE_SIZE = 1024
@@ -107,13 +107,14 @@ def prepare(query: sa.Select[Any], dialect: sa.Dialect, *,
 def cached(schema: Schema, key: Hashable, texts: tuple[str | None, ...],
            build: Callable[[], Prepared | None]) -> Prepared | None:
     """The prepared statement under `key`, built (and kept unless one of `texts`, the
-    rules and filters it compiles, reads the clock) on first use."""
+    rules and filters it compiles, reads the clock or the request's headers or query) on
+    first use."""
     store: dict[Hashable, Prepared | None] = schema.prepared
     found = store.get(key, _ABSENT)
     if found is not _ABSENT:
         return found  # type: ignore[return-value]
     found = build()
-    if not any(reads_clock(text) for text in texts):
+    if not any(varies(text) for text in texts):
         with _FILLING:  # a read moved to a worker thread may fill the cache too
             if len(store) >= CACHE_SIZE:
                 del store[next(iter(store))]

@@ -35,7 +35,7 @@ from subsystems.base.expand import expand_records
 from subsystems.base.filter_sql import compile_filter
 from subsystems.base.query import Tree, parse_fields, parse_tree, pick
 from subsystems.base.records import rule_filter
-from subsystems.base.store import BaseStore, Event, Tx, is_admin
+from subsystems.base.store import REQUEST_SCOPE, BaseStore, Event, Tx, is_admin
 
 log = structlog.get_logger("hanzocloud.base.realtime")
 MAX_CLIENTS = 10_000
@@ -204,6 +204,7 @@ class Broker:
 
     async def run(self) -> None:
         """Deliver queued events in commit order until closed."""
+        REQUEST_SCOPE.set(None)  # deliveries serve subscribers, not the request that started us
         while True:
             item = await self._pending.get()
             if item is None:

@@ -17,6 +17,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,6 +33,9 @@ from subsystems.base.filter_sql import RuleContext
 
 SERVICE = "base"
 T = TypeVar("T")
+# The ASGI scope of the HTTP request base is serving (set by its middleware), for rules that
+# read `@request.headers.*` and `@request.query.*`; None outside one.
+REQUEST_SCOPE: ContextVar[Any] = ContextVar("base_request_scope", default=None)
 _UNIQUE = re.compile(r"UNIQUE constraint failed: ([\w.,\s]+)")
 _CACHE_SIZE = 4096
 
@@ -42,12 +46,13 @@ def is_admin(identity: Identity) -> bool:
 
 
 def rule_context(identity: Identity, *, body: dict[str, Any] | None = None,
-                 method: str = "GET") -> RuleContext:
-    """The `@request.*` values of one identity."""
+                 method: str = "GET", request: Any = None) -> RuleContext:
+    """The `@request.*` values of one identity (and of the HTTP request `request`, a scope)."""
     auth = {"id": identity.user, "email": identity.email, "org": identity.org,
             "roles": list(identity.roles), "isAdmin": is_admin(identity),
             "collectionName": "users" if identity.user else ""}
-    return RuleContext(auth=auth, is_admin=is_admin(identity), body=body, method=method)
+    return RuleContext(auth=auth, is_admin=is_admin(identity), body=body, method=method,
+                       request=request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,10 @@ class Tx:
     new_schema: Schema | None = None
     # Set by realtime: which subscriptions may view a record as this write leaves it.
     viewers: Viewers | None = None
+    # The HTTP request this transaction serves (its ASGI scope), if any: `@request.headers`
+    # and `@request.query` read it. A transaction built for someone else (realtime checking
+    # a subscriber) leaves it None.
+    request: Any = None
 
     @property
     def admin(self) -> bool:
@@ -84,7 +93,7 @@ class Tx:
 
     def ctx(self, **kw: Any) -> RuleContext:
         """The rule context of this transaction's caller."""
-        return rule_context(self.identity, **kw)
+        return rule_context(self.identity, request=self.request, **kw)
 
     def set_schema(self, collections: list[Collection]) -> None:
         """Replace the schema for the rest of the transaction (and after commit)."""
@@ -132,8 +141,11 @@ class BaseStore:
     async def read(self, org: str, identity: Identity, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in a read-only snapshot of `org`'s base.db (every query of a request
         sees the same moment: a list page agrees with its total and its expansions)."""
+        request = REQUEST_SCOPE.get()
+
         def run(conn: sa.Connection) -> T:
-            return fn(Tx(conn, org, identity, self._schema(conn, org, create=False)))
+            return fn(Tx(conn, org, identity, self._schema(conn, org, create=False),
+                         request=request))
 
         try:
             return await self.tenants.run_sync(  # type: ignore[no-any-return]
@@ -155,10 +167,12 @@ class BaseStore:
         write moves to a worker thread once it outruns the store's write budget."""
         lock = self._locks.setdefault(org, asyncio.Lock())
         holder: list[Tx] = []
+        request = REQUEST_SCOPE.get()
 
         def run(conn: sa.Connection) -> T:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-            tx = Tx(conn, org, identity, self._schema(conn, org), viewers=self.viewers)
+            tx = Tx(conn, org, identity, self._schema(conn, org), viewers=self.viewers,
+                    request=request)
             holder[:] = [tx]  # run_sync may retry a busy transaction
             try:
                 return fn(tx)

@@ -10,7 +10,7 @@ from cloud import Cloud
 from sqlalchemy.dialects import sqlite
 
 from subsystems.base.collections import Schema
-from subsystems.base.filter_sql import reads_clock
+from subsystems.base.filter_sql import reads_clock, varies
 from subsystems.base.prepared import CACHE_SIZE, cached, caller_key, prepare
 
 from .support import Api, api_for, assert_error
@@ -133,6 +133,9 @@ def test_reads_clock() -> None:
     assert not reads_clock("owner = @request.auth.id && @request.method = 'GET'")
     assert not reads_clock("@collection.members.user ?= @request.auth.id")
     assert not reads_clock("") and not reads_clock(None)
+    assert not reads_clock("@request.headers.x = 1") and varies("@request.headers.x = 1")
+    assert varies("a = 1 || b = @request.query.q") and varies("created > @now")
+    assert not varies("owner = @request.auth.id && @collection.m.u ?= @request.method")
 
 
 def test_clock_rules_are_compiled_every_time() -> None:

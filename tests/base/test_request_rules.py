@@ -1,0 +1,50 @@
+"""`@request.headers.*` and `@request.query.*` in rules and filters: read per request, never
+from a statement prepared for another request."""
+
+from __future__ import annotations
+
+from cloud import Cloud
+
+from .support import Api, api_for, assert_error
+
+FIELDS = [{"name": "title", "type": "text"}, {"name": "team", "type": "text"}]
+BY_HEADER = "@request.headers.x_team = team"
+
+
+async def test_rules_read_the_request_headers(cloud: Cloud, api: Api) -> None:
+    await api.collection("notes", FIELDS, listRule=BY_HEADER, viewRule=BY_HEADER)
+    made = {team: await api.create("notes", {"title": f"for {team}", "team": team})
+            for team in ("red", "blue")}
+    bob = await api_for(cloud, user="bob", roles=("editor",))
+
+    def as_team(team: str | None) -> Api:
+        extra = {"X-Team": team} if team is not None else {}
+        return Api(bob.client, {**bob.headers, **extra})
+
+    for _ in range(2):  # the second round would reuse whatever the first one prepared
+        for team in ("red", "blue"):
+            who = as_team(team)
+            assert [n["title"] for n in await who.items("notes")] == [f"for {team}"]
+            other = "blue" if team == "red" else "red"
+            assert (await who.get(f"/collections/notes/records/{made[team]['id']}")
+                    ).status_code == 200
+            assert_error(await who.get(f"/collections/notes/records/{made[other]['id']}"),
+                         404)
+        assert await as_team(None).items("notes") == []  # no header: the empty string
+    # Header names compare case-insensitively, with `-` read as `_`; :lower applies.
+    await api.patch("/collections/notes", {"listRule": "@request.headers.X_TEAM:lower = team"})
+    assert [n["title"] for n in await as_team("RED").items("notes")] == ["for red"]
+
+
+async def test_filters_read_the_query_string(cloud: Cloud, api: Api) -> None:
+    await api.collection("notes", FIELDS)
+    for team in ("red", "blue"):
+        await api.create("notes", {"title": f"for {team}", "team": team})
+    flt = "team = @request.query.pick"
+    for _ in range(2):
+        for team in ("red", "blue"):
+            items = await api.items("notes", filter=flt, pick=team)
+            assert [n["title"] for n in items] == [f"for {team}"]
+        assert await api.items("notes", filter=flt) == []
+    r = await api.get("/collections/notes/records", filter="@request.query = 'x'")
+    assert_error(r, 400)
