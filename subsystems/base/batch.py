@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from hanzocloud.errors import CloudError, InvalidArgument, NotFound
 from subsystems.base import records
@@ -149,9 +149,17 @@ def run_batch(tx: Tx, subs: list[SubRequest], done: Done) -> list[dict[str, Any]
     what was written (it starts empty: a transaction retried after a lock starts over)."""
     done.clear()
     results = []
-    for index, sub in enumerate(subs):
-        try:
-            results.append(_one(tx, sub, done))
-        except CloudError as exc:
-            raise failure(index, exc) from None
+    batch = tx.request
+    try:
+        for index, sub in enumerate(subs):
+            # Rules reading `@request.query.*` see this request's own query string (the
+            # batch request's headers still apply).
+            if batch is not None:
+                tx.request = {**batch, "query_string": urlencode(sub.query).encode()}
+            try:
+                results.append(_one(tx, sub, done))
+            except CloudError as exc:
+                raise failure(index, exc) from None
+    finally:
+        tx.request = batch
     return results

@@ -48,3 +48,23 @@ async def test_filters_read_the_query_string(cloud: Cloud, api: Api) -> None:
         assert await api.items("notes", filter=flt) == []
     r = await api.get("/collections/notes/records", filter="@request.query = 'x'")
     assert_error(r, 400)
+
+
+async def test_each_batch_request_reads_its_own_query_string(api: Api, cloud: Cloud) -> None:
+    await api.collection("notes", FIELDS, createRule="@request.query.ok = '1'")
+    bob = await api_for(cloud, user="bob", roles=("editor",))
+
+    def create(url: str) -> dict[str, object]:
+        return {"method": "POST", "url": url, "body": {"title": "t"}}
+
+    r = await bob.post("/batch", {"requests": [
+        create("/api/collections/notes/records?ok=1"),
+        create("/api/collections/notes/records?ok=1&fields=title")]})
+    assert r.status_code == 200, r.text
+    assert r.json()[1]["body"] == {"title": "t"}
+    # The batch's own query string is not a sub-request's.
+    r = await bob.client.post("/v1/base/api/batch?ok=1", headers=bob.headers, json={
+        "requests": [create("/api/collections/notes/records?ok=1"),
+                     create("/api/collections/notes/records")]})
+    assert_error(r, 400)
+    assert len(await api.items("notes")) == 2  # the failed batch wrote nothing
