@@ -49,6 +49,7 @@ class RuleContext:
     body: dict[str, Any] | None = None
     method: str = "GET"
     request: Any = None
+    context: str = "default"  # `@request.context`: "realtime" when checking for a subscriber
 
 
 def request_value(scope: Any, part: str, name: str) -> str:
@@ -195,6 +196,8 @@ class Compiler:
             return _const(_lowered(value, item.modifier))
         if head == "@request" and rest == ("method",):
             return _const(self.ctx.method)
+        if head == "@request" and rest == ("context",):
+            return _const(_lowered(self.ctx.context, item.modifier))
         if head == "@request" and len(rest) == 2 and rest[0] in ("headers", "query"):
             return _const(_lowered(request_value(self.ctx.request, *rest), item.modifier))
         if not rest:
@@ -474,11 +477,11 @@ def reads_clock(text: str | None) -> bool:
 
 def varies(text: str | None) -> bool:
     """Whether what `text` compiles to may change from one request of a caller to the next:
-    it reads the clock, or the request's headers or query (`@request.headers.*`,
-    `@request.query.*`). Raises InvalidArgument on a syntax error."""
+    it reads the clock, the request's headers or query (`@request.headers.*`,
+    `@request.query.*`), or `@request.context`. Raises InvalidArgument on a syntax error."""
     return _any_ident(text, lambda path: (
         path[0].startswith("@") and path[0] not in ("@request", "@collection")
-        or path[0] == "@request" and path[1:2] in (("headers",), ("query",))))
+        or path[0] == "@request" and path[1:2] in (("headers",), ("query",), ("context",))))
 
 
 def _any_ident(text: str | None, test: Callable[[tuple[str, ...]], bool]) -> bool:

@@ -229,6 +229,7 @@ class Broker:
 
     def _frames(self, tx: Tx, *, identity: Identity, clients: list[Client],
                 events: list[Event]) -> list[tuple[Client, bytes]]:
+        tx.context = "realtime"  # expansions' view rules see `@request.context` so
         out = []
         for event in events:
             coll = tx.schema.by_id.get(event.collection.id, event.collection)
@@ -248,7 +249,7 @@ class Broker:
                  extra: str) -> bool:
         if coll.id not in tx.schema.tables:
             return False
-        view = Tx(tx.conn, tx.org, identity, tx.schema)
+        view = Tx(tx.conn, tx.org, identity, tx.schema, context="realtime")
         try:
             cond = rule_filter(view, coll, "viewRule")
             more = compile_filter(tx.schema, coll, view.ctx(), extra) if extra else None

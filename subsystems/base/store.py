@@ -46,13 +46,14 @@ def is_admin(identity: Identity) -> bool:
 
 
 def rule_context(identity: Identity, *, body: dict[str, Any] | None = None,
-                 method: str = "GET", request: Any = None) -> RuleContext:
+                 method: str = "GET", request: Any = None,
+                 context: str = "default") -> RuleContext:
     """The `@request.*` values of one identity (and of the HTTP request `request`, a scope)."""
     auth = {"id": identity.user, "email": identity.email, "org": identity.org,
             "roles": list(identity.roles), "isAdmin": is_admin(identity),
             "collectionName": "users" if identity.user else ""}
     return RuleContext(auth=auth, is_admin=is_admin(identity), body=body, method=method,
-                       request=request)
+                       request=request, context=context)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,8 @@ class Tx:
     # and `@request.query` read it. A transaction built for someone else (realtime checking
     # a subscriber) leaves it None.
     request: Any = None
+    # `@request.context`: "realtime" while realtime checks or renders for a subscriber.
+    context: str = "default"
 
     @property
     def admin(self) -> bool:
@@ -93,7 +96,7 @@ class Tx:
 
     def ctx(self, **kw: Any) -> RuleContext:
         """The rule context of this transaction's caller."""
-        return rule_context(self.identity, request=self.request, **kw)
+        return rule_context(self.identity, request=self.request, context=self.context, **kw)
 
     def set_schema(self, collections: list[Collection]) -> None:
         """Replace the schema for the rest of the transaction (and after commit)."""

@@ -68,3 +68,23 @@ async def test_each_batch_request_reads_its_own_query_string(api: Api, cloud: Cl
                      create("/api/collections/notes/records")]})
     assert_error(r, 400)
     assert len(await api.items("notes")) == 2  # the failed batch wrote nothing
+
+
+async def test_request_context_tells_realtime_from_requests(cloud: Cloud, api: Api) -> None:
+    from .support import SseStream
+
+    rule = "@request.context != 'realtime' || team = 'live'"
+    await api.collection("notes", FIELDS, listRule=rule, viewRule=rule)
+    bob = await api_for(cloud, user="bob", roles=("editor",))
+    async with SseStream(cloud.host.public, "/v1/base/api/realtime", {}) as stream:
+        client_id = (await stream.event())[0]
+        r = await bob.post("/realtime", {"clientId": client_id, "subscriptions": ["notes/*"]})
+        assert r.status_code == 204, r.text
+        quiet = await api.create("notes", {"title": "quiet", "team": "red"})
+        live = await api.create("notes", {"title": "live", "team": "live"})
+        got = await stream.event()
+    # Over HTTP both are visible; realtime announced only the one its context allows.
+    assert got[2]["record"]["id"] == live["id"]
+    assert {n["id"] for n in await bob.items("notes")} == {quiet["id"], live["id"]}
+    r = await bob.get("/collections/notes/records", filter="@request.context = 'default'")
+    assert len(r.json()["items"]) == 2
