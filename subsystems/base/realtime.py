@@ -229,7 +229,7 @@ class Broker:
 
     def _frames(self, tx: Tx, *, identity: Identity, clients: list[Client],
                 events: list[Event]) -> list[tuple[Client, bytes]]:
-        tx.context = "realtime"  # expansions' view rules see `@request.context` so
+        tx.context = "realtime"  # for the rules rendering applies (expansions' view rules)
         out = []
         for event in events:
             coll = tx.schema.by_id.get(event.collection.id, event.collection)
