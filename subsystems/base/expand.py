@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from subsystems.base.store import Tx
 
 MAX_IDS = 5000
-# Records one back-relation attaches to one record (PocketBase's limit as well).
+# Records one back-relation attaches to one record.
 MAX_BACK = 1000
 
 

@@ -468,25 +468,19 @@ def _compare(left: Value, op: str, right: Value) -> Expr:
             "<": left.sql < right.sql, "<=": left.sql <= right.sql}[op]
 
 
-def reads_clock(text: str | None) -> bool:
-    """Whether `text` uses a time macro (`@now`, `@todayStart`, `@hour`, …), so that what
-    it compiles to changes with the clock. Raises InvalidArgument on a syntax error."""
-    return _any_ident(text, lambda path: path[0].startswith("@") and path[0] not in (
-        "@request", "@collection"))
-
-
 def varies(text: str | None) -> bool:
     """Whether what `text` compiles to may change from one request of a caller to the next:
-    it reads the clock, the request's headers or query (`@request.headers.*`,
-    `@request.query.*`), or `@request.context`. Raises InvalidArgument on a syntax error."""
-    return _any_ident(text, lambda path: (
-        path[0].startswith("@") and path[0] not in ("@request", "@collection")
-        or path[0] == "@request" and path[1:2] in (("headers",), ("query",), ("context",))))
-
-
-def _any_ident(text: str | None, test: Callable[[tuple[str, ...]], bool]) -> bool:
+    it reads the clock (`@now`, `@todayStart`, `@hour`, …), the request's headers or query
+    (`@request.headers.*`, `@request.query.*`), or `@request.context`. Raises
+    InvalidArgument on a syntax error."""
     node = parse_filter(text or "")
-    return node is not None and _walk(node, test)
+    return node is not None and _walk(node, _varying)
+
+
+def _varying(path: tuple[str, ...]) -> bool:
+    if path[0] == "@request":
+        return path[1:2] in (("headers",), ("query",), ("context",))
+    return path[0].startswith("@") and path[0] != "@collection"  # a time macro
 
 
 def _walk(node: Node | Operand, test: Callable[[tuple[str, ...]], bool]) -> bool:

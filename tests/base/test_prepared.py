@@ -10,7 +10,7 @@ from cloud import Cloud
 from sqlalchemy.dialects import sqlite
 
 from subsystems.base.collections import Schema
-from subsystems.base.filter_sql import reads_clock, varies
+from subsystems.base.filter_sql import varies
 from subsystems.base.prepared import CACHE_SIZE, cached, caller_key, prepare
 
 from .support import Api, api_for, assert_error
@@ -127,15 +127,14 @@ async def test_bad_filters_stay_errors(api: Api) -> None:
         assert_error(await api.get("/collections/notes/records", filter="nope = 1"), 400)
 
 
-def test_reads_clock() -> None:
-    assert reads_clock("created > @now") and reads_clock("a = 1 || (b = 2 && @hour > 3)")
-    assert reads_clock("@todayStart <= updated")
-    assert not reads_clock("owner = @request.auth.id && @request.method = 'GET'")
-    assert not reads_clock("@collection.members.user ?= @request.auth.id")
-    assert not reads_clock("") and not reads_clock(None)
-    assert not reads_clock("@request.headers.x = 1") and varies("@request.headers.x = 1")
-    assert varies("a = 1 || b = @request.query.q") and varies("created > @now")
-    assert not varies("owner = @request.auth.id && @collection.m.u ?= @request.method")
+def test_varies() -> None:
+    assert varies("created > @now") and varies("a = 1 || (b = 2 && @hour > 3)")
+    assert varies("@todayStart <= updated") and varies("@yesterday < created")
+    assert varies("@request.headers.x = 1") and varies("a = 1 || b = @request.query.q")
+    assert varies("@request.context = 'realtime'")
+    assert not varies("owner = @request.auth.id && @request.method = 'GET'")
+    assert not varies("@collection.members.user ?= @request.auth.id")
+    assert not varies("") and not varies(None)
 
 
 def test_clock_rules_are_compiled_every_time() -> None:
