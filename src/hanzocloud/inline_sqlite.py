@@ -41,7 +41,8 @@ async def patiently(call: Callable[[], Any], *, retry: Callable[[Exception], boo
     A caller cancelled while `call` runs in its thread still waits for the thread to finish
     before the cancellation goes on: what the caller holds meanwhile (a lock that orders
     writes, a slot that bounds threads and connections) is held for as long as the work
-    really runs."""
+    really runs. If `call` then returned, the cancellation is raised as `CancelledAfterCall`,
+    which carries its result."""
     delay, deadline = 0.001, 0.0
     while True:
         try:  # the common case: no lock in the way, no timing
@@ -53,7 +54,9 @@ async def patiently(call: Callable[[], Any], *, retry: Callable[[Exception], boo
                 return await asyncio.shield(running)
             except asyncio.CancelledError:
                 await asyncio.wait([running])
-                raise
+                if running.cancelled() or running.exception() is not None:
+                    raise
+                raise CancelledAfterCall(running.result()) from None
         except Exception as exc:
             if not retry(exc):
                 raise
@@ -62,6 +65,15 @@ async def patiently(call: Callable[[], Any], *, retry: Callable[[Exception], boo
                 raise
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+class CancelledAfterCall(asyncio.CancelledError):
+    """A cancellation that arrived while an offloaded call ran, raised once the call had
+    returned `result` (its effects, a commit say, took place)."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__()
+        self.result = result
 
 
 def _locked(exc: Exception) -> bool:

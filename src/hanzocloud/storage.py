@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import (
 
 from hanzocloud import metrics, sqlfunctions
 from hanzocloud.errors import InvalidArgument, Overloaded
-from hanzocloud.inline_sqlite import InlineConnection, patiently
+from hanzocloud.inline_sqlite import CancelledAfterCall, InlineConnection, patiently
 from hanzocloud.keys import MasterKey, lp, new_dek, unwrap_dek, wrap_dek
 
 log = structlog.get_logger("hanzocloud.storage")
@@ -586,7 +586,8 @@ class TenantStore:
 
     async def run_sync(self, org: str, service: str, fn: Callable[[Any], Any], *,
                        offload: bool = False, read_only: bool = False,
-                       movable: bool = False) -> Any:
+                       movable: bool = False,
+                       committed: Callable[[Any], None] | None = None) -> Any:
         """Run `fn(sync_connection)` on the tenant's database inside one transaction.
 
         By default `fn` runs on the event loop thread, start to commit, with no thread hop per
@@ -613,6 +614,11 @@ class TenantStore:
 
         Moving to a thread is refused with `Overloaded` (503) while `THREAD_BACKLOG`
         transactions are already in or waiting for the store's threads.
+
+        `committed(result)` is called on the loop once the transaction has committed, before
+        this returns; also when the caller was cancelled while the transaction ran in a
+        worker thread and it committed anyway (the cancellation is raised afterwards). What
+        must follow a commit (announcing it) goes there.
         """
         handle = await self.open(org, service)
         handle.users += 1
@@ -658,7 +664,7 @@ class TenantStore:
 
         try:
             try:
-                return await run(offload)
+                return self._committed(await run(offload), committed)
             except OPERATIONAL_ERRORS as exc:
                 if offload or budget is None or not interrupted(exc):
                     raise
@@ -669,12 +675,21 @@ class TenantStore:
             (metrics.SLOW_READS if read_only else metrics.SLOW_WRITES).inc()
             log.info("read_moved_to_thread" if read_only else "write_moved_to_thread",
                      org=org, service=service, budget_ms=round(seconds * 1000, 1))
-            return await run(True)
+            return self._committed(await run(True), committed)
+        except CancelledAfterCall as exc:
+            self._committed(exc.result, committed)
+            raise
         finally:
             handle.users -= 1
             handle.last_used = time.monotonic()
             if self.replicator is not None and wrote:  # a read leaves nothing to ship
                 self.replicator.touched(org, service)
+
+    @staticmethod
+    def _committed(result: Any, committed: Callable[[Any], None] | None) -> Any:
+        if committed is not None:
+            committed(result)
+        return result
 
     async def _make_room(self) -> None:
         while len(self._open) >= self.max_open:

@@ -182,25 +182,26 @@ class BaseStore:
             except INTEGRITY_ERRORS as exc:
                 raise unique_violation(tx.schema, str(exc)) from None
 
+        def announce(_: Any) -> None:  # once committed, even if our caller was cancelled
+            tx = holder[0]
+            if tx.new_schema is not None:
+                self._remember(org, tx.new_schema)
+            if tx.events:
+                for listener in self.on_commit:
+                    listener(org, tx.events)
+
         async with lock:
             try:
                 # A record write that outruns the write budget on the loop (a cascade over
                 # many rows, say) is rolled back and runs again in a worker thread: `run`
                 # touches only the connection, the locked caches and realtime's snapshot of
                 # its subscribers, and this org's lock stays held until it committed.
-                result = await self.tenants.run_sync(org, SERVICE, run, offload=offload,
-                                                     movable=True)
+                return await self.tenants.run_sync(  # type: ignore[no-any-return]
+                    org, SERVICE, run, offload=offload, movable=True, committed=announce)
             except BaseException:
                 if holder and holder[0].new_schema is not None:
                     self._schemas.pop(org, None)
                 raise
-        tx = holder[0]
-        if tx.new_schema is not None:
-            self._remember(org, tx.new_schema)
-        if tx.events:
-            for listener in self.on_commit:
-                listener(org, tx.events)
-        return result  # type: ignore[no-any-return]
 
 
 def unique_violation(schema: Schema, message: str) -> InvalidArgument:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from cloud import Cloud
 
 from .support import Api
@@ -153,3 +154,45 @@ async def test_a_full_thread_backlog_answers_503_with_retry_after(
     assert "retry" in body["message"] and "Traceback" not in r.text
     monkeypatch.undo()
     assert len(await api.items("wide", perPage=50)) == 50  # nothing was lost meanwhile
+
+
+async def test_a_moved_write_whose_caller_is_cancelled_still_announces_its_events(
+        cloud: Cloud, api: Api) -> None:
+    import threading
+
+    from hanzocloud.identity import Identity
+    from subsystems.base import records
+    from subsystems.base.store import BaseStore
+
+    await api.collection("logs", [TEXT])
+    tenants = cloud.host.deps.tenants
+    store = BaseStore(tenants)
+    announced: list[tuple[str, list[Any]]] = []
+    store.on_commit.append(lambda org, events: announced.append((org, events)))
+    entered, release = threading.Event(), threading.Event()
+    heavy = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+             "WHERE x < 300000) SELECT count(*) FROM c")
+
+    def write(tx: Any) -> dict[str, Any]:
+        made = records.create_record(tx, "logs", {"title": "kept"})
+        if threading.current_thread() is not threading.main_thread():
+            entered.set()
+            release.wait(30)
+        tx.conn.exec_driver_sql(heavy).scalar_one()  # outruns the budget on the loop
+        return made
+
+    budget, tenants.write_budget = tenants.write_budget, 0.001
+    try:
+        task = asyncio.create_task(store.write("acme", Identity(org="acme", is_admin=True),
+                                               write))
+        await asyncio.to_thread(entered.wait, 30)
+        task.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        tenants.write_budget = budget
+    kept = await api.items("logs")
+    assert [r["title"] for r in kept] == ["kept"]  # it committed
+    assert [(org, [(e.action, e.record["id"]) for e in events])
+            for org, events in announced] == [("acme", [("create", kept[0]["id"])])]

@@ -784,3 +784,43 @@ async def test_a_cancelled_caller_waits_for_its_transaction_thread_to_finish(
         await task
     assert not lock.locked() and store._in_threads == 0
     await store.close()
+
+
+async def test_committed_runs_once_a_transaction_commits_even_if_the_caller_is_cancelled(
+        tmp_path: Path, master: MasterKey) -> None:
+    import threading
+
+    store = TenantStore(tmp_path, master, write_budget=0.001)
+    await write(store, "acme", "first")
+    seen: list[Any] = []
+    # Inline, and moved to a thread after outrunning the budget: called with fn's result.
+    assert await store.run_sync("acme", "notes", lambda c: "short", committed=seen.append,
+                                movable=True) == "short"
+    assert await store.run_sync("acme", "notes", lambda c: c.exec_driver_sql(BULK).rowcount,
+                                committed=seen.append, movable=True) == 300000
+    assert seen == ["short", 300000]
+    # A failed transaction commits nothing and calls nothing.
+    with pytest.raises(ValueError):
+        await store.run_sync("acme", "notes", lambda c: int("x"), committed=seen.append)
+    assert seen == ["short", 300000]
+
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(conn: Any) -> str:
+        conn.exec_driver_sql("INSERT INTO t VALUES ('late')")
+        if threading.current_thread() is not threading.main_thread():
+            entered.set()
+            release.wait(30)
+        conn.exec_driver_sql(BULK)
+        return "late"
+
+    task = asyncio.create_task(store.run_sync("acme", "notes", slow, committed=seen.append,
+                                              movable=True))
+    await asyncio.to_thread(entered.wait, 30)
+    task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen[-1] == "late"  # it committed after all, and the caller's follow-up ran
+    assert "late" in await read(store, "acme")
+    await store.close()
