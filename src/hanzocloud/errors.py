@@ -95,7 +95,7 @@ class Overloaded(RetryLater):
     status = 503
 
 
-class SubsystemUnavailable(CloudError):
+class SubsystemUnavailable(RetryLater):
     """A dependency is not enabled here and no ZAP address is configured, or it is unreachable."""
 
     code = "subsystem_unavailable"
@@ -103,6 +103,7 @@ class SubsystemUnavailable(CloudError):
 
     def __init__(self, subsystem: str, message: str = "", **kw: Any) -> None:
         env = f"CLOUD_{subsystem.upper()}_ZAP_ADDR"
+        kw.setdefault("retry_after", 5.0)
         super().__init__(
             message
             or f"subsystem '{subsystem}' is not enabled in this process; "

@@ -26,7 +26,6 @@ from hanzocloud.errors import (
     InvalidArgument,
     PayloadTooLarge,
     RetryLater,
-    SubsystemUnavailable,
 )
 from hanzocloud.identity import ANONYMOUS, current_identity, current_request_id
 
@@ -71,8 +70,6 @@ def error_response(exc: BaseException) -> JSONResponse:
         status, code, message, details = exc.status, exc.code, exc.message, exc.details
         if isinstance(exc, RetryLater):
             headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
-        if isinstance(exc, SubsystemUnavailable):
-            headers["Retry-After"] = "5"
     elif isinstance(exc, HTTPException):
         status = exc.status_code
         code = _HTTP_CODES.get(status, "error")

@@ -150,33 +150,38 @@ def interrupted(exc: Exception) -> bool:
     return isinstance(exc, OPERATIONAL_ERRORS) and _sqlite_code(exc) == _SQLITE_INTERRUPT
 
 
-@contextlib.contextmanager
-def budgeted(raw: Any, budget: float | None) -> Iterator[None]:
-    """Interrupt the block's statements once it has run `budget` seconds (None: never).
+class Budget:
+    """`with Budget(raw, seconds):` interrupts the block's statements on the driver
+    connection `raw` once the block has run `seconds` (None: never).
 
     SQLite's progress handler makes the statement running then fail with "interrupted". A
     block that swallowed that error gets it again at its end, so a transaction cut short is
-    never taken for a whole one (and committed)."""
-    if budget is None:
-        yield
-        return
-    deadline = time.monotonic() + budget
-    fired = False
+    never taken for a whole one (and committed). A class rather than a generator: every
+    inline transaction enters one, and this costs less than half as much."""
 
-    def check() -> bool:
-        nonlocal fired
-        fired = fired or time.monotonic() > deadline
-        return fired
+    __slots__ = ("raw", "seconds", "deadline", "fired")
 
-    raw.set_progress_handler(check, PROGRESS_STEPS)
-    try:
-        yield
-    finally:
-        raw.set_progress_handler(None, 0)
-    if fired:
-        exc = sqlcipher3.OperationalError("interrupted")
-        exc.sqlite_errorcode = _SQLITE_INTERRUPT
-        raise exc
+    def __init__(self, raw: Any, seconds: float | None) -> None:
+        self.raw, self.seconds = raw, seconds
+        self.deadline, self.fired = 0.0, False
+
+    def __enter__(self) -> None:
+        if self.seconds is not None:
+            self.deadline = time.monotonic() + self.seconds
+            self.raw.set_progress_handler(self._check, PROGRESS_STEPS)
+
+    def _check(self) -> bool:
+        self.fired = self.fired or time.monotonic() > self.deadline
+        return self.fired
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if self.seconds is None:
+            return
+        self.raw.set_progress_handler(None, 0)
+        if self.fired and exc_type is None:
+            exc = sqlcipher3.OperationalError("interrupted")
+            exc.sqlite_errorcode = _SQLITE_INTERRUPT
+            raise exc
 
 
 def _busy(exc: Exception) -> bool:
@@ -292,7 +297,7 @@ class TenantHandle:
         before = raw.total_changes
         raw.execute("BEGIN")
         try:
-            with budgeted(raw, budget):
+            with Budget(raw, budget):
                 yield conn
         finally:
             if conn.in_transaction():  # a statement through SQLAlchemy joined it
@@ -634,7 +639,7 @@ class TenantStore:
             with handle.transaction(inline=inline) as conn:
                 raw = conn.connection.dbapi_connection
                 before = raw.total_changes  # type: ignore[union-attr]
-                with budgeted(raw, budget if inline else None):  # not the commit: it must end
+                with Budget(raw, budget if inline else None):  # not the commit: it must end
                     result = fn(conn)
                 # A write opened a transaction (DML, or an explicit BEGIN) or changed rows.
                 # DDL run outside a transaction is not seen here; the replicator's periodic

@@ -47,7 +47,9 @@ async def _handler(_: Request, exc: Exception) -> JSONResponse:
 
 
 class PocketBaseErrors:
-    """Scoped middleware: base's routes answer errors in the combined shape above."""
+    """Scoped middleware: base's routes answer errors in the combined shape above, and the
+    request's scope is `store.REQUEST_SCOPE` while they run (for `@request.headers.*`,
+    `@request.query.*`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

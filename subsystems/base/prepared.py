@@ -41,6 +41,8 @@ def caller_key(identity: Identity, admin: bool, texts: tuple[str | None, ...]) -
     bypassed, hidden fields usable), so every member shares one statement; with it, the
     whole identity the rule context is built from (`store.rule_context`), as `@request.auth.*`
     values are compiled in."""
+    # A plain substring test: identifiers are case-sensitive, so every `@request` macro
+    # contains it; a false hit (the text inside a string literal) only keys more narrowly.
     if any(text and "@request" in text for text in texts):
         return ("caller", identity.org, identity.user, identity.email, identity.roles,
                 identity.is_admin, admin)

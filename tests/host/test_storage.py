@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,21 @@ async def loop_turns(period: float) -> AsyncIterator[list[int]]:
     finally:
         done.set()
         await running
+
+
+class Gate:
+    """Holds a transaction inside its worker thread (never on the loop) until opened."""
+
+    def __init__(self) -> None:
+        self.entered, self.opened = threading.Event(), threading.Event()
+
+    def hold(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            self.entered.set()
+            self.opened.wait(30)
+
+    async def reached(self) -> None:
+        await asyncio.to_thread(self.entered.wait, 30)
 
 
 def all_bytes(folder: Path) -> bytes:
@@ -277,7 +293,6 @@ async def test_run_sync_tells_the_replicator_about_writes_only(tmp_path: Path,
 
 
 async def test_offloaded_run_sync_leaves_the_loop_free(tmp_path: Path, master: MasterKey) -> None:
-    import threading
     import time as clock
 
     store = TenantStore(tmp_path, master)
@@ -426,7 +441,6 @@ async def test_an_evicted_handle_is_freed_without_a_collection(tmp_path: Path,
 
 async def test_sessions_run_on_the_loop_thread_without_threads_of_their_own(
         tmp_path: Path, master: MasterKey) -> None:
-    import threading
 
     store = TenantStore(tmp_path, master)
     await write(store, "warm", "x")  # the first engine probes the dialect
@@ -533,7 +547,6 @@ HEAVY = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x
 
 async def test_a_read_over_budget_moves_to_a_thread_and_the_loop_keeps_serving(
         tmp_path: Path, master: MasterKey) -> None:
-    import threading
 
     from hanzocloud import metrics
 
@@ -574,7 +587,6 @@ async def test_a_read_over_budget_moves_to_a_thread_and_the_loop_keeps_serving(
 
 async def test_reads_moved_to_threads_queue_for_the_tenants_thread_connections(
         tmp_path: Path, master: MasterKey) -> None:
-    import threading
 
     from hanzocloud.storage import THREAD_CONNECTIONS
 
@@ -612,7 +624,6 @@ async def test_reads_moved_to_threads_queue_for_the_tenants_thread_connections(
 
 async def test_moved_reads_run_on_the_stores_threads_not_the_default_pool(
         tmp_path: Path, master: MasterKey) -> None:
-    import threading
 
     from hanzocloud.storage import SQL_THREADS
 
@@ -648,7 +659,6 @@ BULK = ("INSERT INTO t SELECT 'bulk' FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNIO
 
 async def test_a_movable_write_over_budget_is_rolled_back_and_moves_to_a_thread(
         tmp_path: Path, master: MasterKey) -> None:
-    import threading
 
     from hanzocloud import metrics
 
@@ -693,7 +703,6 @@ async def test_a_write_that_swallows_the_interruption_is_not_committed_half_done
     # SQLite rolls the whole transaction back when it interrupts a write; a block that
     # catches the error and goes on would commit only what follows. The budget raises again
     # at the block's end, so the attempt is rolled back and runs whole in a thread.
-    import threading
 
     from hanzocloud.storage import OPERATIONAL_ERRORS
 
@@ -717,7 +726,6 @@ async def test_a_write_that_swallows_the_interruption_is_not_committed_half_done
 
 async def test_moving_is_refused_with_overloaded_when_the_thread_backlog_is_full(
         tmp_path: Path, master: MasterKey, monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
 
     from hanzocloud import metrics, storage
     from hanzocloud.errors import Overloaded
@@ -725,11 +733,10 @@ async def test_moving_is_refused_with_overloaded_when_the_thread_backlog_is_full
     monkeypatch.setattr(storage, "THREAD_BACKLOG", 2)
     store = TenantStore(tmp_path, master, read_budget=0.001)
     await write(store, "acme", "first")
-    release = threading.Event()
+    gate = Gate()
 
     def held(conn: Any) -> int:
-        if threading.current_thread() is not threading.main_thread():
-            release.wait(30)  # in its thread: stays there until released
+        gate.hold()  # in its thread: stays there until opened
         return int(conn.exec_driver_sql(HEAVY).scalar_one())
 
     before = metrics.THREAD_REFUSALS._value.get()
@@ -745,7 +752,7 @@ async def test_moving_is_refused_with_overloaded_when_the_thread_backlog_is_full
     assert metrics.THREAD_REFUSALS._value.get() == before + 2
     # Short work still runs on the loop meanwhile, and the backlog drains.
     assert await store.run_sync("acme", "notes", lambda c: 1, read_only=True) == 1
-    release.set()
+    gate.opened.set()
     assert await asyncio.gather(*first) == [2000000, 2000000]
     assert store._in_threads == 0
     assert await store.run_sync("acme", "notes", held, read_only=True) == 2000000
@@ -756,16 +763,13 @@ async def test_a_cancelled_caller_waits_for_its_transaction_thread_to_finish(
         tmp_path: Path, master: MasterKey) -> None:
     # The caller's slot in the thread backlog (and a lock it holds across the call, as base
     # writers do) must last as long as the SQL really runs, cancellation or not.
-    import threading
 
     store = TenantStore(tmp_path, master, read_budget=0.001)
     await write(store, "acme", "first")
-    entered, release = threading.Event(), threading.Event()
+    gate = Gate()
 
     def held(conn: Any) -> int:
-        if threading.current_thread() is not threading.main_thread():
-            entered.set()
-            release.wait(30)
+        gate.hold()
         return int(conn.exec_driver_sql(HEAVY).scalar_one())
 
     lock = asyncio.Lock()
@@ -775,11 +779,11 @@ async def test_a_cancelled_caller_waits_for_its_transaction_thread_to_finish(
             return int(await store.run_sync("acme", "notes", held, read_only=True))
 
     task = asyncio.create_task(locked_read())
-    await asyncio.to_thread(entered.wait, 30)
+    await gate.reached()
     task.cancel()
     await asyncio.sleep(0.05)
     assert not task.done() and lock.locked() and store._in_threads == 1
-    release.set()
+    gate.opened.set()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not lock.locked() and store._in_threads == 0
@@ -788,7 +792,6 @@ async def test_a_cancelled_caller_waits_for_its_transaction_thread_to_finish(
 
 async def test_committed_runs_once_a_transaction_commits_even_if_the_caller_is_cancelled(
         tmp_path: Path, master: MasterKey) -> None:
-    import threading
 
     store = TenantStore(tmp_path, master, write_budget=0.001)
     await write(store, "acme", "first")
@@ -804,21 +807,19 @@ async def test_committed_runs_once_a_transaction_commits_even_if_the_caller_is_c
         await store.run_sync("acme", "notes", lambda c: int("x"), committed=seen.append)
     assert seen == ["short", 300000]
 
-    entered, release = threading.Event(), threading.Event()
+    gate = Gate()
 
     def slow(conn: Any) -> str:
         conn.exec_driver_sql("INSERT INTO t VALUES ('late')")
-        if threading.current_thread() is not threading.main_thread():
-            entered.set()
-            release.wait(30)
+        gate.hold()
         conn.exec_driver_sql(BULK)
         return "late"
 
     task = asyncio.create_task(store.run_sync("acme", "notes", slow, committed=seen.append,
                                               movable=True))
-    await asyncio.to_thread(entered.wait, 30)
+    await gate.reached()
     task.cancel()
-    release.set()
+    gate.opened.set()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert seen[-1] == "late"  # it committed after all, and the caller's follow-up ran
