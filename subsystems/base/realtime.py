@@ -3,8 +3,10 @@
 `GET /api/realtime` opens a stream and sends `PB_CONNECT` (the SSE `id` and the data's
 `clientId` carry the client id). `POST /api/realtime {clientId, subscriptions}` replaces the
 client's subscriptions; topics are `collection/*`, `collection/<recordId>`, `collection` or
-`*`, optionally followed by `?options={"query": {"filter", "expand", "fields"}}` as the SDK
-sends them. Events are `{action, record}`, named by the subscription topic as sent.
+`*`, optionally followed by `?options={"query": {…}, "headers": {…}}` as the SDK sends them:
+`filter`, `expand` and `fields` in the query shape what the topic delivers, and the whole
+query and headers are what `@request.query.*` and `@request.headers.*` read when rules are
+checked for that subscription. Events are `{action, record}`, named by the topic as sent.
 
 The SDK's EventSource cannot send an Authorization header, so the stream may be opened
 anonymously; the first authenticated POST binds the client to that identity (and so to its
@@ -17,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import msgspec
 import sqlalchemy as sa
@@ -40,6 +43,8 @@ from subsystems.base.store import REQUEST_SCOPE, BaseStore, Event, Tx, is_admin
 log = structlog.get_logger("hanzocloud.base.realtime")
 MAX_CLIENTS = 10_000
 MAX_TOPICS = 1000
+MAX_OPTIONS = 50  # query parameters, and headers, a subscription may carry
+_HEADER_TEXT = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # what a header line may hold
 PING_SECONDS = 25.0
 UNBOUND_SECONDS = 60.0  # an anonymous stream must be claimed by a subscription this soon
 
@@ -54,6 +59,22 @@ class Topic:
     filter: str = ""
     expand: Tree = field(default_factory=dict)
     fields: Tree | None = None
+    # The subscription's own query string and headers (from its options): the request its
+    # rules are checked against, as PocketBase does.
+    query: bytes = b""
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    @property
+    def check(self) -> tuple[str, bytes, tuple[tuple[bytes, bytes], ...]]:
+        """What decides whether this subscription may see a record, besides the identity."""
+        return self.filter, self.query, self.headers
+
+    def request(self) -> dict[str, Any] | None:
+        """The request scope `@request.query.*` and `@request.headers.*` read; None when the
+        subscription sent neither (they are then "")."""
+        if not self.query and not self.headers:
+            return None
+        return {"type": "http", "query_string": self.query, "headers": list(self.headers)}
 
     def matches(self, coll: Collection, record_id: str) -> bool:
         if self.collection != "*" and self.collection not in (coll.name, coll.id):
@@ -67,19 +88,48 @@ def parse_topic(key: Any) -> Topic:
         raise InvalidArgument("each subscription must be a non-empty string")
     base, _, qs = key.partition("?")
     collection, _, record_id = base.partition("/")
-    options: dict[str, Any] = {}
+    options: dict[str, str] = {}
+    headers: dict[str, str] = {}
     if qs:
         raw = parse_qs(qs).get("options", [""])[0]
         try:
             decoded = msgspec.json.decode(raw) if raw else {}
         except msgspec.DecodeError:
             raise InvalidArgument(f"subscription {key[:100]!r}: options is not JSON") from None
-        query = decoded.get("query") if isinstance(decoded, dict) else None
-        options = query if isinstance(query, dict) else {}
-    text = options.get("filter") or ""
-    return Topic(key, collection, record_id, filter=text if isinstance(text, str) else "",
-                 expand=parse_tree(str(options.get("expand") or ""), what="expand"),
-                 fields=parse_fields(str(options.get("fields") or "") or None))
+        if not isinstance(decoded, dict):
+            decoded = {}
+        options = _string_map(key, "query", decoded.get("query"))
+        headers = _string_map(key, "headers", decoded.get("headers"))
+    return Topic(key, collection, record_id, filter=options.get("filter", ""),
+                 expand=parse_tree(options.get("expand", ""), what="expand"),
+                 fields=parse_fields(options.get("fields") or None),
+                 query=urlencode(sorted(options.items())).encode(),
+                 headers=tuple(sorted((name.lower().encode("latin-1"), value.encode("latin-1"))
+                                      for name, value in headers.items())))
+
+
+def _string_map(key: str, what: str, value: Any) -> dict[str, str]:
+    """A subscription's `query` or `headers` option as strings (numbers and booleans are
+    written as a query string would carry them; null drops the entry); 400 otherwise."""
+    if value is None:
+        return {}
+    where = f"subscription {key[:100]!r}: options.{what}"
+    if not isinstance(value, dict) or len(value) > MAX_OPTIONS:
+        raise InvalidArgument(f"{where} must be an object of at most {MAX_OPTIONS} entries")
+    out = {}
+    for name, item in value.items():
+        if item is None:
+            continue
+        if isinstance(item, bool):
+            item = "true" if item else "false"
+        elif isinstance(item, int | float):
+            item = str(item)
+        if not isinstance(item, str):
+            raise InvalidArgument(f"{where}.{name[:50]} must be a string, number or boolean")
+        if what == "headers" and not _HEADER_TEXT.fullmatch(name + item):
+            raise InvalidArgument(f"{where}.{name[:50]}: a header is printable latin-1 text")
+        out[name] = item
+    return out
 
 
 @dataclass(eq=False)
@@ -189,13 +239,13 @@ class Broker:
                 if any(t.matches(coll, record_id) for t in c.topics)]
 
     def viewers(self, tx: Tx, coll: Collection, record: dict[str, Any]) -> frozenset[Any]:
-        """(identity, filter) pairs of the org's subscriptions to `record` that may view it
-        now; asked inside the writing transaction (see records._announce)."""
-        wanted = {(c.identity, t.filter) for c in self._targets(tx.org, coll, record["id"])
-                  if c.identity is not None
+        """(identity, topic check) pairs of the org's subscriptions to `record` that may view
+        it now; asked inside the writing transaction (see records._announce)."""
+        wanted = {(c.identity, t.check): t
+                  for c in self._targets(tx.org, coll, record["id"]) if c.identity is not None
                   for t in c.topics if t.matches(coll, record["id"])}
-        return frozenset(pair for pair in wanted
-                         if self._visible(tx, pair[0], coll, record["id"], pair[1]))
+        return frozenset(pair for pair, topic in wanted.items()
+                         if self._visible(tx, pair[0], coll, record["id"], topic))
 
     def publish(self, org: str, events: list[Event]) -> None:
         """Called after a write commits: queue its events if anyone of the org listens."""
@@ -238,18 +288,21 @@ class Broker:
                 for topic in client.topics:
                     if not topic.matches(coll, rid):
                         continue
-                    if event.allowed is None or (identity, topic.filter) not in event.allowed:
+                    if event.allowed is None or (identity, topic.check) not in event.allowed:
                         continue
+                    tx.request = topic.request()  # expansions' view rules read it too
                     record = self._payload(tx, coll, event.record, topic)
                     out.append((client, _frame(client.id, topic.key,
                                                {"action": event.action, "record": record})))
         return out
 
     def _visible(self, tx: Tx, identity: Identity, coll: Collection, record_id: str,
-                 extra: str) -> bool:
+                 topic: Topic) -> bool:
         if coll.id not in tx.schema.tables:
             return False
-        view = Tx(tx.conn, tx.org, identity, tx.schema, context="realtime")
+        view = Tx(tx.conn, tx.org, identity, tx.schema, request=topic.request(),
+                  context="realtime")
+        extra = topic.filter
         try:
             cond = rule_filter(view, coll, "viewRule")
             more = compile_filter(tx.schema, coll, view.ctx(), extra) if extra else None

@@ -63,12 +63,13 @@ class Event:
     action: str
     collection: Collection
     record: dict[str, Any]
-    # (identity, subscription filter) pairs that may view the record as the write left it
-    allowed: frozenset[tuple[Identity, str]] | None = None
+    # (identity, subscription check) pairs that may view the record as the write left it
+    # (the check: the subscription's filter, query and headers; see realtime.Topic)
+    allowed: frozenset[tuple[Identity, Any]] | None = None
 
 
-# (transaction, collection, record) -> the (identity, filter) subscriptions that may view it
-Viewers = Callable[["Tx", Collection, dict[str, Any]], frozenset[tuple[Identity, str]]]
+# (transaction, collection, record) -> the (identity, check) subscriptions that may view it
+Viewers = Callable[["Tx", Collection, dict[str, Any]], frozenset[tuple[Identity, Any]]]
 
 
 @dataclass

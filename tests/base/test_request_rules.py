@@ -88,3 +88,57 @@ async def test_request_context_tells_realtime_from_requests(cloud: Cloud, api: A
     assert {n["id"] for n in await bob.items("notes")} == {quiet["id"], live["id"]}
     r = await bob.get("/collections/notes/records", filter="@request.context = 'default'")
     assert len(r.json()["items"]) == 2
+
+
+def _topic(base: str, **options: object) -> str:
+    import json
+    from urllib.parse import quote
+
+    return f"{base}?options={quote(json.dumps(options))}"
+
+
+async def test_realtime_rules_read_each_subscriptions_headers_and_query(
+        cloud: Cloud, api: Api) -> None:
+    from .support import SseStream
+
+    rule = "@request.headers.x_team = team || @request.query.team = team"
+    await api.collection("notes", FIELDS, listRule=rule, viewRule=rule)
+    bob = await api_for(cloud, user="bob", roles=("editor",))
+    by_header = _topic("notes/*", headers={"X-Team": "red"})
+    by_query = _topic("notes", query={"team": "blue", "fields": "title"})
+    async with SseStream(cloud.host.public, "/v1/base/api/realtime", {}) as stream:
+        client_id = (await stream.event())[0]
+        r = await bob.post("/realtime", {"clientId": client_id,
+                                         "subscriptions": [by_header, by_query, "notes/*"]})
+        assert r.status_code == 204, r.text
+        for team in ("green", "red", "blue", "last"):
+            await api.create("notes", {"title": f"for {team}", "team": team})
+        await api.patch("/collections/notes", {"viewRule": rule + " || team = 'last'"})
+        await api.create("notes", {"title": "for last", "team": "last"})
+        got = [await stream.event() for _ in range(5)]
+    # Each subscription saw what its own headers or query allowed, and the plain one (which
+    # sent neither) nothing until the rule let everyone see the last note; the first "last"
+    # and the green one reached nobody, or they would have arrived before.
+    assert [(name, data["record"]["title"]) for _, name, data in got[:2]] == [
+        (by_header, "for red"), (by_query, "for blue")]
+    assert got[1][2]["record"] == {"title": "for blue"}  # the topic's own fields option
+    assert sorted(name for _, name, _ in got[2:]) == sorted([by_header, by_query, "notes/*"])
+    assert {data["record"]["title"] for _, _, data in got[2:]} == {"for last"}
+
+
+async def test_bad_subscription_options_are_400(cloud: Cloud, api: Api) -> None:
+    from .support import SseStream
+
+    await api.collection("notes", FIELDS)
+    async with SseStream(cloud.host.public, "/v1/base/api/realtime", {}) as stream:
+        client_id = (await stream.event())[0]
+        for topic in (_topic("notes", headers=["x"]), _topic("notes", query="team=red"),
+                      _topic("notes", headers={"x-team": "red\r\nx-evil: 1"}),
+                      _topic("notes", query={"team": ["red"]}),
+                      _topic("notes", headers={f"h{n}": "v" for n in range(51)})):
+            r = await api.post("/realtime", {"clientId": client_id, "subscriptions": [topic]})
+            assert_error(r, 400)
+        # Numbers, booleans and null are what a query string would carry (null: absent).
+        ok = _topic("notes", query={"n": 1, "b": True, "gone": None})
+        r = await api.post("/realtime", {"clientId": client_id, "subscriptions": [ok]})
+        assert r.status_code == 204, r.text

@@ -41,13 +41,22 @@ def bootstrap_org(data_dir: Path, org: str) -> dict[str, str]:
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def sdk_token(public_url: str, org: dict[str, str]) -> str:
-    """A real access token for the org's owner (the password grant of its first-party app)."""
+def sdk_token(public_url: str, org: dict[str, str], user: str = "owner") -> str:
+    """A real access token for a user of the org (the password grant of its first-party
+    app): by default its owner."""
     r = httpx.post(f"{public_url}/v1/iam/oauth/token", data={
         "grant_type": "password", "client_id": org["client_id"],
-        "username": f"owner@{org['org']}.test", "password": PASSWORD, "scope": "openid"})
+        "username": f"{user}@{org['org']}.test", "password": PASSWORD, "scope": "openid"})
     assert r.status_code == 200, r.text
     return str(r.json()["access_token"])
+
+
+def member_token(public_url: str, org: dict[str, str], owner: str) -> str:
+    """A token for a new member of the org (role viewer: rules apply to it)."""
+    r = httpx.post(f"{public_url}/v1/iam/users", headers={"Authorization": f"Bearer {owner}"},
+                   json={"email": f"member@{org['org']}.test", "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    return sdk_token(public_url, org, "member")
 
 
 def test_pocketbase_js_sdk(server_factory: Callable[..., RunningServer],
@@ -59,8 +68,9 @@ def test_pocketbase_js_sdk(server_factory: Callable[..., RunningServer],
         [sys.executable, "-m", "hanzocloud", "--enable=iam,base,gateway", "--dev",
          f"--data-dir={data_dir}", "--listen=127.0.0.1:0", "--health-listen=127.0.0.1:0",
          "--admin-listen=127.0.0.1:0", "--zap-listen=127.0.0.1:0"])
-    env = {**subprocess_env(), "BASE_URL": f"{server.public}/v1/base",
-           "TOKEN": sdk_token(server.public, acme),
+    owner = sdk_token(server.public, acme)
+    env = {**subprocess_env(), "BASE_URL": f"{server.public}/v1/base", "TOKEN": owner,
+           "MEMBER_TOKEN": member_token(server.public, acme, owner),
            "OTHER_TOKEN": sdk_token(server.public, beta)}
     run = subprocess.run(["node", "sdk_test.mjs"], cwd=JS, env=env, capture_output=True,
                          text=True, timeout=120)
@@ -68,4 +78,4 @@ def test_pocketbase_js_sdk(server_factory: Callable[..., RunningServer],
              if line.startswith("{")]
     assert run.returncode == 0, run.stdout + run.stderr
     assert steps == ["collections", "subscribed", "crud", "list", "errors", "batch",
-                     "realtime", "isolation", "done"]
+                     "realtime", "realtime options", "isolation", "done"]

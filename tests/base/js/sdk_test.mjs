@@ -1,5 +1,7 @@
 // The official PocketBase JS SDK against hanzocloud base.
-// Usage: BASE_URL=http://127.0.0.1:PORT/v1/base TOKEN=... OTHER_TOKEN=... node sdk_test.mjs
+// Usage: BASE_URL=http://127.0.0.1:PORT/v1/base TOKEN=... MEMBER_TOKEN=... OTHER_TOKEN=...
+//        node sdk_test.mjs   (TOKEN: an org owner; MEMBER_TOKEN: a member of the same org,
+//        whom rules apply to; OTHER_TOKEN: someone of another org)
 // Prints one JSON line per step; exits non-zero on the first failed assertion.
 import assert from "node:assert/strict";
 import { EventSource } from "eventsource";
@@ -14,6 +16,9 @@ pb.authStore.save(process.env.TOKEN, null);
 const other = new PocketBase(url);
 other.autoCancellation(false);
 other.authStore.save(process.env.OTHER_TOKEN, null);
+const member = new PocketBase(url);
+member.autoCancellation(false);
+member.authStore.save(process.env.MEMBER_TOKEN, null);
 
 const step = (name, detail = {}) => console.log(JSON.stringify({ step: name, ...detail }));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -56,6 +61,17 @@ const unsubscribe = await pb.collection("posts").subscribe("*", (e) => {
 const leaked = [];
 await other.collection("posts").subscribe("*", (e) => leaked.push(e)).catch(() => {});
 step("subscribed", { clientId: pb.realtime.clientId });
+
+// A subscription's headers and query options are the request its rules read.
+const teamRule = "@request.headers.x_team = team || @request.query.team = team";
+await pb.collections.create({
+  name: "memos", fields: [{ name: "team", type: "text" }], listRule: teamRule, viewRule: teamRule,
+});
+const memoEvents = [];
+const keep = (topic) => (e) => memoEvents.push({ topic, team: e.record.team });
+const byHeader = await member.collection("memos").subscribe("*", keep("header"),
+  { headers: { "X-Team": "red" } });
+const byQuery = await member.collection("memos").subscribe("*", keep("query"), { query: { team: "blue" } });
 
 // -- CRUD ----------------------------------------------------------------------------------
 const ann = await pb.collection("authors").create({ name: "Ann" });
@@ -155,6 +171,15 @@ assert.ok(events.some((e) => e.action === "update" && e.id === created[1].id));
 assert.ok(events.some((e) => e.action === "delete" && e.id === created[2].id));
 step("realtime", { events: events.length });
 
+for (const team of ["green", "red", "blue"]) await pb.collection("memos").create({ team });
+await waitFor(memoEvents, 2);
+await sleep(200); // time for anything that should not come
+assert.deepEqual(memoEvents.sort((a, b) => a.topic.localeCompare(b.topic)),
+  [{ topic: "header", team: "red" }, { topic: "query", team: "blue" }]);
+await byHeader();
+await byQuery();
+step("realtime options");
+
 // -- the other org sees nothing ------------------------------------------------------------
 await assert.rejects(other.collection("posts").getOne(created[0].id), (e) => e.status === 404);
 await assert.rejects(other.collections.getOne("posts"), (e) => e.status === 404);
@@ -164,5 +189,6 @@ step("isolation");
 await unsubscribe();
 pb.realtime.unsubscribe();
 other.realtime.unsubscribe();
+member.realtime.unsubscribe();
 step("done");
 process.exit(0);
