@@ -10,9 +10,8 @@ matches", the `?` form means "at least one value matches" (PocketBase's semantic
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from itertools import count
 from typing import Any
 
 import sqlalchemy as sa
@@ -128,7 +127,6 @@ class Compiler:
         self.ctx = ctx
         self.table = table if table is not None else schema.table(collection)
         self.rule = rule
-        self._names = count()
         self._joins: dict[tuple[str, str], Any] = {}  # (collection id, alias) -> joined table
 
     def compile(self, text: str | None) -> Expr | None:
@@ -142,9 +140,10 @@ class Compiler:
         # `@collection` joins: the whole expression must hold for one combination of joined
         # rows. The joins hang off a one-row table with LEFT JOINs, so an empty collection
         # still yields a (NULL) row and `x = 1 || @collection.c.f ?= 2` can hold on `x` alone.
-        joined: Any = sa.select(sa.literal(1).label("one")).subquery(f"o{next(self._names)}")
-        for alias in self._joins.values():
-            joined = joined.outerjoin(alias, sa.true())
+        joined: Any = sa.select(sa.literal(1).label("one")).subquery()
+        for (coll_id, _), alias in self._joins.items():
+            listable = self._listable(self.schema.by_id[coll_id], alias)
+            joined = joined.outerjoin(alias, sa.true() if listable is None else listable)
         return sa.exists(sa.select(1).select_from(joined).where(expr))
 
     def node(self, node: Node) -> Expr:
@@ -268,9 +267,6 @@ class Compiler:
         coll = self.schema.by_name.get(item.path[1]) or self.schema.by_id.get(item.path[1])
         if coll is None:
             raise InvalidArgument(f"unknown collection '{item.path[1]}' in {item.text}")
-        if not (self.rule or self.ctx.is_admin or coll.rule("listRule") == ""):
-            raise InvalidArgument(f"only admins can filter by @collection.{coll.name}: its "
-                                  "list rule does not let every member see all its records")
         rest, modifier = item.path[2:], item.modifier
         # Resolve once so unknown names fail now, even if the operand is never used.
         self._path(coll, self.schema.table(coll), rest, modifier, 0)
@@ -279,7 +275,8 @@ class Compiler:
             if every:
                 fresh = self._alias(coll)
                 cond = self._path(coll, fresh, rest, modifier, 0).wrap(inner, True)
-                return ~sa.exists(_within(fresh).where(sa.not_(sa.func.coalesce(cond, False))))
+                return ~sa.exists(_within(fresh).where(
+                    *self._seen(coll, fresh), sa.not_(sa.func.coalesce(cond, False))))
             key = (coll.id, item.alias)
             if key not in self._joins:
                 self._joins[key] = self._alias(coll)
@@ -287,8 +284,30 @@ class Compiler:
 
         return _Resolved(wrap, True)
 
+    def _listable(self, coll: Collection, table: Any) -> Expr | None:
+        """Which records of `coll` (at `table`) a client's filter may reach through a path,
+        a back-relation or an `@collection` join: those its caller may list (`coll`'s list
+        rule, as PocketBase checks since v0.32), so a filter cannot read, value by value,
+        what the caller may not see. None: every record (admins; API rules, which admins
+        write; a list rule of ""); false for a list rule of null."""
+        if self.rule or self.ctx.is_admin:
+            return None
+        text = coll.rule("listRule")
+        if text is None:
+            return sa.false()
+        if not text.strip():
+            return None
+        listing = replace(self.ctx, body=None, method="GET")
+        return Compiler(self.schema, coll, listing, table, rule=True).compile(text)
+
+    def _seen(self, coll: Collection, table: Any) -> tuple[Expr, ...]:
+        listable = self._listable(coll, table)
+        return () if listable is None else (listable,)
+
     def _alias(self, collection: Collection) -> Any:
-        return self.schema.table(collection).alias(f"t{next(self._names)}")
+        # Anonymous: SQLAlchemy names each alias uniquely within the statement, whatever
+        # compiled it (a filter, a rule pulled in for one of its paths, a sort).
+        return self.schema.table(collection).alias()
 
     def _path(self, coll: Collection, table: Any, path: tuple[str, ...], modifier: str,
               hops: int) -> _Resolved:
@@ -339,7 +358,7 @@ class Compiler:
             raise InvalidArgument(f"modifier ':{modifier}' is not supported on '{f.name}'")
 
         def wrap(inner: Inner, every: bool) -> Expr:
-            each = sa.func.json_each(col).table_valued("value").alias(f"j{next(self._names)}")
+            each = sa.func.json_each(col).table_valued("value").alias()
             item = sa.func.lower(each.c.value) if modifier == "lower" else each.c.value
             cond = inner(Value(item, ftype=f.type))
             if every:
@@ -358,9 +377,6 @@ class Compiler:
                                   f"({name}.<field>)")
         if f.hidden and not self.ctx.is_admin:
             raise InvalidArgument(f"field '{f.name}' is hidden and cannot be filtered")
-        if not (self.rule or self.ctx.is_admin or other.rule("listRule") == ""):
-            raise InvalidArgument(f"only admins can filter by {name}: the list rule of "
-                                  f"'{other.name}' does not let every member see all its records")
         if hops >= MAX_HOPS:
             raise InvalidArgument(f"relation paths are limited to {MAX_HOPS} hops")
         # Resolve once so unknown names fail now, even if the operand is never used.
@@ -372,15 +388,15 @@ class Compiler:
             col = alias.c[f.name]
             froms: tuple[Any, ...] = (alias,)
             if f.multi:  # one row per (record, value): the value must be this record's id
-                each = sa.func.json_each(col).table_valued("value").alias(
-                    f"j{next(self._names)}")
+                each = sa.func.json_each(col).table_valued("value").alias()
                 froms, points = (alias, each), each.c.value == table.c.id
             else:
                 points = col == table.c.id
+            seen = self._seen(other, alias)
             if every:
                 return ~sa.exists(_within(*froms).where(
-                    points, sa.not_(sa.func.coalesce(cond, False))))
-            return sa.exists(_within(*froms).where(points, cond))
+                    points, *seen, sa.not_(sa.func.coalesce(cond, False))))
+            return sa.exists(_within(*froms).where(points, *seen, cond))
 
         return _Resolved(wrap, True)
 
@@ -394,14 +410,15 @@ class Compiler:
             alias = self._alias(target)
             nested = self._path(target, alias, rest, modifier, hops + 1)
             cond = nested.wrap(inner, every)
+            seen = self._seen(target, alias)
             if not f.multi:
-                return sa.exists(_within(alias).where(alias.c.id == col, cond))
-            each = sa.func.json_each(col).table_valued("value").alias(f"j{next(self._names)}")
+                return sa.exists(_within(alias).where(alias.c.id == col, *seen, cond))
+            each = sa.func.json_each(col).table_valued("value").alias()
             linked = alias.c.id == each.c.value
             if every:
                 return ~sa.exists(_within(each, alias).where(
-                    linked, sa.not_(sa.func.coalesce(cond, False))))
-            return sa.exists(_within(each, alias).where(linked, cond))
+                    linked, *seen, sa.not_(sa.func.coalesce(cond, False))))
+            return sa.exists(_within(each, alias).where(linked, *seen, cond))
 
         return _Resolved(wrap, True)
 
@@ -495,6 +512,13 @@ def _walk(node: Node | Operand, test: Callable[[tuple[str, ...]], bool]) -> bool
 
 def _is_number(value: Any) -> bool:
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def listable(schema: Schema, collection: Collection, table: Any,
+             ctx: RuleContext) -> Expr | None:
+    """The records of `collection` (at `table`) the caller of `ctx` may list, for a client's
+    path into it (a sort by `author.name`, say); None when it may list them all."""
+    return Compiler(schema, collection, ctx, table)._listable(collection, table)
 
 
 def compile_filter(schema: Schema, collection: Collection, ctx: RuleContext,

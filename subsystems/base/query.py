@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from itertools import count
 from typing import Any
 
 import sqlalchemy as sa
 
 from hanzocloud.errors import InvalidArgument
 from subsystems.base.collections import Collection, Schema
-from subsystems.base.filter_sql import MAX_HOPS, json_extract
+from subsystems.base.filter_sql import MAX_HOPS, RuleContext, json_extract, listable
 
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 500
@@ -144,10 +143,12 @@ def parse_fields(raw: str | None) -> Tree | None:
 _SEGMENT = re.compile(r"[A-Za-z0-9_]{1,64}", re.ASCII)
 
 
-def _sort_key(schema: Schema, coll: Collection, table: Any, path: list[str], admin: bool,
-              names: Iterator[int], hops: int = 0) -> Any:
+def _sort_key(schema: Schema, coll: Collection, table: Any, path: list[str],
+              ctx: RuleContext | None, hops: int = 0) -> Any:
     """The value a sort path names: a column, a JSON path in a json field, or a field of the
-    record a single relation points to (a scalar subquery, NULL when the relation is empty)."""
+    record a single relation points to (a scalar subquery, NULL when the relation is empty,
+    or points to a record the caller may not list)."""
+    admin = ctx is None or ctx.is_admin
     name, rest = path[0], path[1:]
     if name in ("id", "created", "updated"):
         if rest:
@@ -169,17 +170,19 @@ def _sort_key(schema: Schema, coll: Collection, table: Any, path: list[str], adm
     if hops >= MAX_HOPS:
         raise InvalidArgument(f"sort paths are limited to {MAX_HOPS} relation hops")
     target = schema.by_id[f.target]
-    alias = schema.table(target).alias(f"s{next(names)}")
-    inner = _sort_key(schema, target, alias, rest, admin, names, hops + 1)
-    return sa.select(inner).where(alias.c.id == col).scalar_subquery()
+    alias = schema.table(target).alias()
+    inner = _sort_key(schema, target, alias, rest, ctx, hops + 1)
+    seen = None if ctx is None else listable(schema, target, alias, ctx)
+    query = sa.select(inner).where(alias.c.id == col)
+    return (query if seen is None else query.where(seen)).scalar_subquery()
 
 
 def order_by(schema: Schema, collection: Collection, table: Any, sort: str, *,
-             admin: bool = False) -> list[Any]:
-    """ORDER BY clauses for PocketBase's `sort` (`-created,title`, `author.name`, `@random`);
-    a hidden field only for admins."""
+             ctx: RuleContext | None = None) -> list[Any]:
+    """ORDER BY clauses for PocketBase's `sort` (`-created,title`, `author.name`, `@random`)
+    for the caller of `ctx` (None: an admin): a hidden field only for admins, and a path
+    through a relation reads only records the caller may list."""
     clauses: list[Any] = []
-    names = count()
     for item in (s.strip() for s in sort.split(",")):
         if not item:
             continue
@@ -195,7 +198,7 @@ def order_by(schema: Schema, collection: Collection, table: Any, sort: str, *,
         path = name.split(".")
         if not all(_SEGMENT.fullmatch(p) for p in path):
             raise InvalidArgument(f"cannot sort by '{name[:64]}': not a field path")
-        col = _sort_key(schema, collection, table, path, admin, names)
+        col = _sort_key(schema, collection, table, path, ctx)
         clauses.append(col.desc() if desc else col.asc())
     if len(clauses) > 10:
         raise InvalidArgument("sort accepts at most 10 fields")

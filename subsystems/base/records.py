@@ -79,6 +79,16 @@ def _rule_text(tx: Tx, coll: Collection, kind: str) -> str | None:
     return None if tx.admin else coll.rule(kind)
 
 
+def _reached_rules(tx: Tx, *client: str) -> tuple[str | None, ...]:
+    """The rules a member's `filter` or `sort` (`client`) may compile in besides its own:
+    the list rules of the collections its paths reach (filter_sql.listable). They belong
+    with the texts a prepared statement is keyed and cached by: one that reads
+    `@request.auth.*` makes the statement the caller's own."""
+    if tx.admin or not any(client):
+        return ()
+    return tuple(c.rule("listRule") for c in tx.schema.by_id.values())
+
+
 def _tuples(tx: Tx, key: Hashable, texts: tuple[str | None, ...],
             build: Callable[[], sa.Select[Any]],
             **given: Any) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
@@ -115,7 +125,7 @@ def list_records(tx: Tx, name: str, params: ListParams) -> dict[str, Any]:
                 if c is not None]
 
     def build() -> sa.Select[Any]:
-        ordering = order_by(tx.schema, coll, table, params.sort, admin=tx.admin)
+        ordering = order_by(tx.schema, coll, table, params.sort, ctx=tx.ctx())
         query = sa.select(table).where(*conditions()).order_by(*ordering)
         return query.limit(params.per_page).offset(offset)
 
@@ -123,7 +133,8 @@ def list_records(tx: Tx, name: str, params: ListParams) -> dict[str, Any]:
         return sa.select(sa.func.count().label("total")).select_from(table).where(*conditions())
 
     offset = (params.page - 1) * params.per_page
-    texts = (_rule_text(tx, coll, "listRule"), params.filter)
+    texts = (_rule_text(tx, coll, "listRule"), params.filter,
+             *_reached_rules(tx, params.filter, params.sort))
     key = ("list", coll.id, caller_key(tx.identity, tx.admin, texts), params.filter,
            params.sort, params.page, params.per_page)
     names, rows = _tuples(tx, key, texts, build)
