@@ -214,7 +214,10 @@ def _email(f: Field, value: Any) -> str:
 def _url(f: Field, value: Any) -> str:
     text = _plain_string(value)
     if text:
-        parts = urlsplit(text) if len(text) <= 2048 else None
+        try:
+            parts = urlsplit(text) if len(text) <= 2048 else None
+        except ValueError:  # an unbalanced "[" of an IPv6 host, say
+            parts = None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise FieldError("validation_is_url", "Must be a valid url.")
         _domain_check(f, parts.hostname)

@@ -9,6 +9,7 @@ matches", the `?` form means "at least one value matches" (PocketBase's semantic
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -174,8 +175,8 @@ class Compiler:
 
     def _macro(self, item: Ident) -> _Resolved:
         head, rest = item.path[0], item.path[1:]
-        body_isset = item.modifier == "isset" and rest[:1] == ("body",)
-        if item.modifier not in ("", "lower") and not body_isset:
+        body_only = item.modifier in ("isset", "length") and rest[:1] == ("body",)
+        if item.modifier not in ("", "lower") and not body_only:
             raise InvalidArgument(f"modifier ':{item.modifier}' is not supported on {item.text}")
         if head == "@request" and len(rest) == 2 and rest[0] == "auth":
             if rest[1] not in AUTH_KEYS:
@@ -189,10 +190,13 @@ class Compiler:
             value: Any = body
             for key in rest[1:]:
                 value = value.get(key) if isinstance(value, dict) else None
+            if item.modifier == "length":  # how many values were sent (a list, or one)
+                return _const(len(value) if isinstance(value, list) else
+                              0 if value is None or value == "" else 1)
             if isinstance(value, dict) or (isinstance(value, list) and any(
                     isinstance(v, dict | list) for v in value)):
                 value = None
-            return _const(_lowered(value, item.modifier))
+            return _const(_lowered(_sql_number(value), item.modifier))
         if head == "@request" and rest == ("method",):
             return _const(self.ctx.method)
         if head == "@request" and rest == ("context",):
@@ -436,6 +440,22 @@ def json_extract(col: Expr, path: Sequence[str]) -> Expr:
     """The value at `path` (`a.b.0`) inside a json column."""
     return sa.func.json_extract(col, "$" + "".join(
         f"[{p}]" if p.isdigit() else f".{p}" for p in path))
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def _sql_number(value: Any) -> Any:
+    """A body value as SQLite can take it: an integer beyond 64 bits becomes a float (JSON
+    numbers are doubles to PocketBase anyway)."""
+    if isinstance(value, list):
+        return [_sql_number(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        try:
+            return float(value)
+        except OverflowError:  # past a double's range too
+            return math.inf if value > 0 else -math.inf
+    return value
 
 
 def _lowered(value: Any, modifier: str) -> Any:

@@ -231,6 +231,33 @@ def _apply_modifiers(f: Field, body: dict[str, Any], current: Any) -> tuple[bool
     return present_now, value
 
 
+def _has_modifiers(body: dict[str, Any]) -> bool:
+    return any(k.startswith("+") or k.endswith(("+", "-")) for k in body)
+
+
+def _rule_body(coll: Collection, body: dict[str, Any],
+               current: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The body rules read as `@request.body`: each modifier key (`tags+`, `+tags`, `tags-`)
+    resolved into its field's resulting value (against `current`, the record before an
+    update), as PocketBase does. A guard such as `@request.body.tags:isset = false` then
+    holds for `tags+` too, and `@request.body.views` is the value that would be stored."""
+    if not _has_modifiers(body):
+        return body
+    out = dict(body)
+    for f in coll.fields:
+        keys = [k for k in (f"+{f.name}", f"{f.name}+", f"{f.name}-") if k in body]
+        if not keys:
+            continue
+        try:
+            _, value = _apply_modifiers(f, body, current.get(f.name) if current else None)
+        except FieldError:  # refused when the record is validated; the rule sees it as sent
+            value = body[keys[0]]
+        for key in keys:
+            del out[key]
+        out[f.name] = value
+    return out
+
+
 def _values(tx: Tx, coll: Collection, body: dict[str, Any],
             current: dict[str, Any] | None) -> dict[str, Any]:
     """Validate the body into stored column values (all fields on create, given on update)."""
@@ -305,7 +332,8 @@ def create_record(tx: Tx, name: str, body: Any) -> dict[str, Any]:
     now = now_text()
     table = tx.schema.table(coll)
     _save(tx, table.insert().values(id=record_id, created=now, updated=now, **values))
-    cond = rule_filter(tx, coll, "createRule", body=body, method="POST")
+    cond = rule_filter(tx, coll, "createRule", body=_rule_body(coll, body, None),
+                       method="POST")
     row = tx.conn.execute(sa.select(table).where(table.c.id == record_id)).one()._mapping
     if cond is not None and tx.conn.execute(
             sa.select(1).select_from(table).where(table.c.id == record_id, cond)).first() is None:
@@ -327,10 +355,17 @@ def update_record(tx: Tx, name: str, record_id: str, body: Any) -> dict[str, Any
     """Update the given fields of a record the update rule lets the caller change."""
     body = _body(body)
     coll = tx.schema.get(name)
-    row = _fetch(tx, coll, record_id, "updateRule", body=body, method="PATCH")
+    table = tx.schema.table(coll)
+    seen = body
+    if _has_modifiers(body):  # the rule reads what they resolve to: the record's values first
+        found = tx.conn.execute(sa.select(table).where(table.c.id == record_id)).first()
+        if found is None:
+            raise NotFound("The requested resource wasn't found.")
+        seen = _rule_body(coll, body, {f.name: f.present(found._mapping[f.name])
+                                       for f in coll.fields})
+    row = _fetch(tx, coll, record_id, "updateRule", body=seen, method="PATCH")
     current = {f.name: f.present(row[f.name]) for f in coll.fields}
     values = _values(tx, coll, body, current)
-    table = tx.schema.table(coll)
     _save(tx, table.update().where(table.c.id == record_id).values(updated=now_text(), **values))
     record = present(tx, coll, tx.conn.execute(
         sa.select(table).where(table.c.id == record_id)).one()._mapping)
@@ -364,9 +399,11 @@ def _delete(tx: Tx, coll: Collection, row: Mapping[Any, Any], depth: int) -> Non
             if f.options.get("cascadeDelete"):
                 _delete(tx, other, ref._mapping, depth + 1)
             elif f.required and len(_ids(f, ref._mapping[f.name])) <= 1:
-                raise InvalidArgument(
-                    f"Failed to delete record: it is required by '{other.name}.{f.name}' "
-                    f"of record {ref._mapping['id']}")
+                # Which record needs it only for admins: a member may not see that record.
+                where = f" by '{other.name}.{f.name}' of record {ref._mapping['id']}" \
+                    if tx.admin else ""
+                raise InvalidArgument(f"Failed to delete record: it is required{where} (a "
+                                      "required relation points to it).")
             else:
                 ids = [i for i in _ids(f, ref._mapping[f.name]) if i != record_id]
                 packed = msgspec.json.encode(ids).decode() if f.multi else ""

@@ -72,6 +72,7 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("e", "not-an-email", "validation_is_email"),
     ("e", "a@bad.com", "validation_domain_not_allowed"),
     ("u", "javascript:alert(1)", "validation_is_url"),
+    ("u", "http://[::1", "validation_is_url"),
     ("d", "yesterday", "validation_invalid_date"),
     ("d", "1999-12-31", "validation_min_date_constraint"),
     ("s", "q", "validation_invalid_value"),
