@@ -33,6 +33,8 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "admin_listen": ("CLOUD_ADMIN_LISTEN", ":8081", "str"),
     "dev": ("CLOUD_DEV", False, "bool"),
     "body_limit": ("CLOUD_BODY_LIMIT", 10 * 1024 * 1024, "int"),
+    "header_limit": ("CLOUD_HEADER_LIMIT", 64 * 1024, "int"),
+    "header_timeout": ("CLOUD_HEADER_TIMEOUT", 30.0, "float"),
     "shutdown_timeout": ("CLOUD_SHUTDOWN_TIMEOUT", 30.0, "float"),
     "tenant_cache_size": ("CLOUD_TENANT_CACHE_SIZE", 256, "int"),
     "tenant_idle_seconds": ("CLOUD_TENANT_IDLE_SECONDS", 300.0, "float"),
@@ -96,6 +98,8 @@ class Settings:
     admin_listen: Address
     dev: bool
     body_limit: int
+    header_limit: int
+    header_timeout: float
     shutdown_timeout: float
     tenant_cache_size: int
     tenant_idle_seconds: float
@@ -214,6 +218,10 @@ def load_settings(
         merged[name] = parse_address(merged[name], option=name)
     if merged["body_limit"] <= 0:
         raise ConfigError("--body-limit must be a positive number of bytes")
+    if merged["header_limit"] < 1024:
+        raise ConfigError("--header-limit must be at least 1024 bytes")
+    if merged["header_timeout"] <= 0:
+        raise ConfigError("--header-timeout must be a positive number of seconds")
     if merged["tenant_cache_size"] < 1:
         raise ConfigError("--tenant-cache-size must be at least 1")
     if merged["tenant_read_budget_ms"] < 0:

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import structlog
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -98,6 +98,7 @@ def _route_labels(scope: Scope) -> tuple[str, str]:
 # (uuid4 costs a getrandom call per request).
 _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count(1)
+CLIENT_CLOSED = 499  # the status logged for a request whose client left mid-body
 
 
 def new_request_id() -> str:
@@ -149,6 +150,11 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            # The client went away before its request was read whole: nobody to answer, and
+            # nothing went wrong here. Counted and logged as 499, as proxies do.
+            status = CLIENT_CLOSED
+            log.info("client_disconnected", path=scope.get("path"))
         except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
             if not isinstance(exc, CloudError | HTTPException):
                 log.exception("unhandled_error", path=scope.get("path"))

@@ -112,10 +112,19 @@ async def json_body(request: Request) -> Any:
     raw = await request.body()
     if not raw:
         raise InvalidArgument("request body is empty; expected JSON")
+    return decode_json(raw)
+
+
+def decode_json(raw: bytes | str, what: str = "request body") -> Any:
+    """JSON from a client, or a 400 saying what was wrong with it: not JSON, or nested
+    deeper than the decoder goes (about a thousand levels, which it refuses by raising
+    RecursionError rather than a decode error)."""
     try:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
-        raise InvalidArgument(f"request body is not valid JSON: {exc}") from None
+        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{what} is nested too deeply") from None
 
 
 class _Node:

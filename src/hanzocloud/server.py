@@ -22,6 +22,7 @@ import uvicorn
 
 from hanzocloud.config import Address
 from hanzocloud.host import Host
+from hanzocloud.httpguard import guarded
 
 log = structlog.get_logger("hanzocloud.server")
 
@@ -61,10 +62,12 @@ def _url_of(host: str, port: int) -> str:
 
 
 def _uvicorn(app: Any, host: Host) -> _Server:
+    settings = host.settings
     config = uvicorn.Config(
         app, lifespan="off", access_log=False, log_config=None, server_header=False,
-        timeout_graceful_shutdown=int(host.settings.shutdown_timeout) or 1,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout) or 1,
         proxy_headers=False, date_header=True,
+        http=guarded(settings.header_limit, settings.header_timeout),
     )
     return _Server(config)
 

@@ -16,6 +16,7 @@ import msgspec
 
 from hanzocloud.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from hanzocloud.identity import Identity, current_identity
+from hanzocloud.routing import decode_json
 from hanzocloud.storage import TenantHandle, TenantStore
 from subsystems.base import records
 from subsystems.base.hooks import RecordHooks
@@ -31,10 +32,7 @@ def _caller() -> tuple[str, Identity]:
 
 
 def _decode(data: bytes) -> Any:
-    try:
-        return msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        raise InvalidArgument("record data is not valid JSON") from None
+    return decode_json(data, "record data")
 
 
 _encode = msgspec.json.encode

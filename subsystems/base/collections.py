@@ -277,6 +277,8 @@ def _parse_fields(raw: Any, schema: Schema, cid: str, name: str,
         if isinstance(item, dict) and item.get("system") and item.get("name") in RESERVED_NAMES:
             continue  # the system fields id/created/updated echoed back by clients
         fid = item.get("id") if isinstance(item, dict) else None
+        if fid is not None and not isinstance(fid, str):
+            raise InvalidArgument(f"a field's id must be a string, not {type(fid).__name__}")
         if fid is not None and fid not in old:
             fid = None  # an unknown id is a new field (PocketBase imports send their own)
         if fid is not None and item.get("type") != old[fid].type:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from hanzocloud.errors import InvalidArgument
 from hanzocloud.http import JSONResponse
 from hanzocloud.identity import Identity, current_identity
-from hanzocloud.routing import json_body, require_org
+from hanzocloud.routing import decode_json, json_body, require_org
 from subsystems.base import collection_service, records
 from subsystems.base.batch import (
     Done,
@@ -145,9 +144,10 @@ class Handlers:
         await after_hooks(self.hooks, org, done)
         return JSONResponse(results)
 
-    async def realtime_connect(self, _: Request) -> Response:
+    async def realtime_connect(self, request: Request) -> Response:
         """Open the SSE stream (PB_CONNECT first)."""
-        client = self.broker.connect(current_identity.get())
+        source = request.client.host if request.client else ""
+        client = self.broker.connect(current_identity.get(), source)
         return StreamingResponse(self.broker.stream(client), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})
@@ -194,10 +194,7 @@ def _form_dict(form: Any) -> dict[str, Any]:
         values = [v for v in form.getlist(key) if isinstance(v, str)]
         if key == "@jsonPayload":
             for raw in values:
-                try:
-                    decoded = msgspec.json.decode(raw)
-                except msgspec.DecodeError:
-                    raise InvalidArgument("@jsonPayload is not valid JSON") from None
+                decoded = decode_json(raw, "@jsonPayload")
                 if isinstance(decoded, dict):
                     out.update(decoded)
         elif values:

@@ -31,8 +31,9 @@ import msgspec
 import sqlalchemy as sa
 import structlog
 
-from hanzocloud.errors import InvalidArgument, NotFound, PermissionDenied
+from hanzocloud.errors import InvalidArgument, NotFound, Overloaded, PermissionDenied
 from hanzocloud.identity import Identity
+from hanzocloud.routing import decode_json
 from subsystems.base.collections import Collection
 from subsystems.base.expand import expand_records
 from subsystems.base.filter_sql import compile_filter
@@ -41,7 +42,10 @@ from subsystems.base.records import rule_filter
 from subsystems.base.store import REQUEST_SCOPE, BaseStore, Event, Tx, is_admin
 
 log = structlog.get_logger("hanzocloud.base.realtime")
-MAX_CLIENTS = 10_000
+MAX_CLIENTS = 10_000  # streams on this server
+MAX_PER_ORG = 2_500  # bound to one org's identities: no org takes every slot
+MAX_UNBOUND = 1_000  # opened without a token and not yet claimed by a subscription
+MAX_UNBOUND_PER_SOURCE = 50  # of those, from one client address
 MAX_TOPICS = 1000
 MAX_OPTIONS = 50  # query parameters, and headers, a subscription may carry
 _HEADER_TEXT = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # what a header line may hold
@@ -92,10 +96,7 @@ def parse_topic(key: Any) -> Topic:
     headers: dict[str, str] = {}
     if qs:
         raw = parse_qs(qs).get("options", [""])[0]
-        try:
-            decoded = msgspec.json.decode(raw) if raw else {}
-        except msgspec.DecodeError:
-            raise InvalidArgument(f"subscription {key[:100]!r}: options is not JSON") from None
+        decoded = decode_json(raw, f"subscription {key[:100]!r}: options") if raw else {}
         if not isinstance(decoded, dict):
             decoded = {}
         options = _string_map(key, "query", decoded.get("query"))
@@ -141,6 +142,11 @@ class Client:
     identity: Identity | None = None
     topics: list[Topic] = field(default_factory=list)
     opened: float = field(default_factory=time.monotonic)
+    source: str = ""  # the client address it was opened from
+
+
+def _full(where: str) -> Overloaded:
+    return Overloaded(f"too many realtime streams on {where}; retry shortly", retry_after=5)
 
 
 def _frame(client_id: str, event: str, data: Any) -> bytes:
@@ -159,30 +165,57 @@ class Broker:
         self.store = store
         self.clients: dict[str, Client] = {}
         self.by_org: dict[str, set[Client]] = {}
+        self.unbound: dict[str, int] = {}  # streams not yet bound, by client address
         self._pending: asyncio.Queue[tuple[str, list[Event]] | None] = asyncio.Queue()
         store.on_commit.append(self.publish)
         store.viewers = self.viewers
 
     # -- clients ----------------------------------------------------------------------------
 
-    def connect(self, identity: Identity) -> Client:
-        """Register a new stream (bound now if the request was authenticated)."""
+    def connect(self, identity: Identity, source: str = "") -> Client:
+        """Register a new stream (bound now if the request was authenticated), opened from
+        the client address `source`. Streams are bounded: on this server, per org, and,
+        for streams nobody has claimed yet, in all and per address, so that no one (least
+        of all someone without a token) can take every slot; beyond, 503 with Retry-After."""
         if len(self.clients) >= MAX_CLIENTS:
-            raise InvalidArgument("too many realtime clients on this server; retry later")
-        client = Client(secrets.token_urlsafe(30), asyncio.Queue(maxsize=1000))
+            raise _full("this server")
+        if identity.org:
+            self._room_in(identity.org)
+        elif sum(self.unbound.values()) >= MAX_UNBOUND:
+            raise _full("this server, for streams opened without a token")
+        elif self.unbound.get(source, 0) >= MAX_UNBOUND_PER_SOURCE:
+            raise _full("this address, for streams opened without a token")
+        client = Client(secrets.token_urlsafe(30), asyncio.Queue(maxsize=1000), source=source)
         self.clients[client.id] = client
         if identity.org:
             self._bind(client, identity)
+        else:
+            self.unbound[source] = self.unbound.get(source, 0) + 1
         return client
+
+    def _room_in(self, org: str) -> None:
+        if len(self.by_org.get(org, ())) >= MAX_PER_ORG:
+            raise _full("this org")
 
     def _bind(self, client: Client, identity: Identity) -> None:
         client.identity = _key(identity)
         self.by_org.setdefault(identity.org, set()).add(client)
 
+    def _unclaimed(self, client: Client) -> None:
+        """`client` no longer counts as unbound (claimed, or gone)."""
+        left = self.unbound.get(client.source, 0) - 1
+        if left > 0:
+            self.unbound[client.source] = left
+        else:
+            self.unbound.pop(client.source, None)
+
     def disconnect(self, client: Client) -> None:
         """Forget a stream that ended."""
-        self.clients.pop(client.id, None)
-        if client.identity is not None:
+        if self.clients.pop(client.id, None) is None:
+            return
+        if client.identity is None:
+            self._unclaimed(client)
+        else:
             group = self.by_org.get(client.identity.org)
             if group is not None:
                 group.discard(client)
@@ -198,6 +231,8 @@ class Broker:
             raise InvalidArgument(f"subscriptions must be a list of at most {MAX_TOPICS} topics")
         parsed = [parse_topic(t) for t in topics]
         if client.identity is None:
+            self._room_in(identity.org)
+            self._unclaimed(client)
             self._bind(client, identity)
         elif client.identity != _key(identity):
             raise PermissionDenied("The current and the previous request authorization "

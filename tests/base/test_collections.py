@@ -68,6 +68,8 @@ BAD_DEFINITIONS: list[tuple[str, dict[str, Any], str]] = [
     ("unique json", {"name": "c", "fields": [{"name": "j", "type": "json", "unique": True}]},
      "unique is not supported"),
     ("not an object", [], "JSON object"),  # type: ignore[list-item]
+    ("field id not a string", {"name": "c", "fields": [{"name": "f", "type": "text",
+                                                       "id": []}]}, "id must be a string"),
 ]
 
 

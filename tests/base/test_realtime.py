@@ -118,3 +118,48 @@ async def test_bad_topics_are_400(cloud: Cloud, api: Api) -> None:
         for topics in (["posts/*?options=notjson"], [""], ["x" * 3000], [1]):
             r = await api.post("/realtime", {"clientId": client_id, "subscriptions": topics})
             assert_error(r, 400)
+
+
+async def test_streams_are_bounded_per_address_per_org_and_unclaimed(
+        cloud: Cloud, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    from subsystems.base import realtime
+
+    monkeypatch.setattr(realtime, "MAX_UNBOUND_PER_SOURCE", 2)
+    monkeypatch.setattr(realtime, "MAX_PER_ORG", 3)
+    beta = await api_for(cloud, org="beta")
+
+    async def refused(headers: dict[str, str]) -> dict[str, object]:
+        r = await cloud.client.get(PATH, headers=headers)  # refused: no stream to hold open
+        assert r.headers["retry-after"] == "5"
+        return assert_error(r, 503)
+
+    async with SseStream(cloud.host.public, PATH, {}) as one, \
+            SseStream(cloud.host.public, PATH, {}) as two:
+        first, _ = await _connect(one), await _connect(two)
+        # A third stream without a token from this address waits; one with a token does not.
+        assert "without a token" in str((await refused({}))["message"])
+        async with SseStream(cloud.host.public, PATH, beta.headers) as bound:
+            await _connect(bound)
+        # Claiming a stream frees its slot among the unclaimed.
+        r = await api.post("/realtime", {"clientId": first, "subscriptions": ["posts"]})
+        assert r.status_code == 204, r.text
+        async with SseStream(cloud.host.public, PATH, {}) as three:
+            third = await _connect(three)
+            # acme now holds one bound stream; two more fill its share, then it is full,
+            # and beta is not.
+            async with SseStream(cloud.host.public, PATH, api.headers) as a, \
+                    SseStream(cloud.host.public, PATH, api.headers) as b:
+                await _connect(a), await _connect(b)
+                assert "this org" in str((await refused(api.headers))["message"])
+                r = await api.post("/realtime", {"clientId": third, "subscriptions": ["posts"]})
+                assert_error(r, 503)  # nor may an unclaimed stream join it
+                async with SseStream(cloud.host.public, PATH, beta.headers) as other:
+                    await _connect(other)
+    # Every stream that ended gave its slot back.
+    async with SseStream(cloud.host.public, PATH, {}) as one, \
+            SseStream(cloud.host.public, PATH, {}) as two, \
+            SseStream(cloud.host.public, PATH, api.headers) as a, \
+            SseStream(cloud.host.public, PATH, api.headers) as b, \
+            SseStream(cloud.host.public, PATH, api.headers) as c:
+        for stream in (one, two, a, b, c):
+            await _connect(stream)

@@ -93,13 +93,43 @@ async def test_invalid_values_are_400_and_store_nothing(api: Api, name: str, val
     assert await api.items("things") == []
 
 
+DEEP = b"[" * 5000 + b"]" * 5000  # deeper than the JSON decoder goes
+
+
 @pytest.mark.parametrize(("body", "status"), [
-    (b"not json", 400), (b"[1, 2]", 400), (b"", 400)], ids=["garbage", "array", "empty"])
+    (b"not json", 400), (b"[1, 2]", 400), (b"", 400), (DEEP, 400),
+    (b'{"r": "x", "j": ' + DEEP + b"}", 400)],
+    ids=["garbage", "array", "empty", "too deep", "too deep inside"])
 async def test_bad_bodies(api: Api, body: bytes, status: int) -> None:
     await api.collection("things", TYPED)
     r = await api.client.post(API + "/collections/things/records", content=body,
                               headers={**api.headers, "Content-Type": "application/json"})
     assert_error(r, status)
+
+
+async def test_json_nested_too_deeply_is_400_everywhere(cloud: Any, api: Api) -> None:
+    import json
+    from urllib.parse import quote
+
+    from .support import SseStream
+
+    await api.collection("things", TYPED)
+    json_headers = {**api.headers, "Content-Type": "application/json"}
+    for path in ("/collections/things/records", "/batch", "/collections"):
+        r = await api.client.post(API + path, content=DEEP, headers=json_headers)
+        assert "nested too deeply" in assert_error(r, 400)["message"], path
+    r = await api.client.post(API + "/collections/things/records", headers=api.headers,
+                              files={"@jsonPayload": (None, DEEP.decode())})
+    assert "nested too deeply" in assert_error(r, 400)["message"]
+    async with SseStream(cloud.host.public, API + "/realtime", {}) as stream:
+        client_id = (await stream.event())[0]
+        topic = "things?options=" + "[" * 1230 + "]" * 1230  # within a topic's 2,500
+        r = await api.post("/realtime", {"clientId": client_id, "subscriptions": [topic]})
+        assert "nested too deeply" in assert_error(r, 400)["message"]
+        ok = "things?options=" + quote(json.dumps({"query": {"filter": "r != ''"}}))
+        r = await api.post("/realtime", {"clientId": client_id, "subscriptions": [ok]})
+        assert r.status_code == 204, r.text
+    assert await api.items("things") == []
 
 
 async def test_unsupported_media_type(api: Api) -> None:

@@ -169,7 +169,7 @@ def define_imports(
             request: Any
             try:
                 request = msgspec.json.decode(raw)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, RecursionError) as exc:
                 answer: dict[str, Any] = {"error": f"request is not valid JSON: {exc}"}
             else:
                 answer = fetcher.fetch(request, deadline=state.deadline)

@@ -10,11 +10,12 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hanzocloud.errors import InvalidArgument, PayloadTooLarge, Unauthenticated
+from hanzocloud.errors import PayloadTooLarge, Unauthenticated
 from hanzocloud.ext.errors import ExtensionFailed, ExtensionNotFound
 from hanzocloud.ext.instance import LoadedModule
 from hanzocloud.ext.runtime import ExtensionRuntime
 from hanzocloud.identity import Identity, current_identity
+from hanzocloud.routing import decode_json
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -51,10 +52,7 @@ async def build_envelope(request: Request, identity: Identity, *, max_body_bytes
     body: Any = None
     if raw:
         if _is_json(request.headers.get("content-type", "")):
-            try:
-                body = msgspec.json.decode(raw)
-            except msgspec.DecodeError as exc:
-                raise InvalidArgument(f"request body is not valid JSON: {exc}") from None
+            body = decode_json(raw)
         else:
             body = raw.decode("utf-8", errors="replace")
     headers: dict[str, str] = {}

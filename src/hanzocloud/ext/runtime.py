@@ -263,7 +263,7 @@ class ExtensionRuntime:
 def _decode_output(ref: str, export: str, raw: bytes) -> dict[str, Any]:
     try:
         value = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise ExtensionFailed(f"extension {ref} export {export!r}: output is not valid "
                               f"UTF-8 JSON ({exc})", module=ref, export=export,
                               cause="invalid_output") from None

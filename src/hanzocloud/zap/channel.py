@@ -128,7 +128,7 @@ class _Link:
 def _decode_error(body: bytes) -> CloudError:
     try:
         return error_from_body(msgspec.msgpack.decode(body, type=ErrorBody))
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return CloudError("malformed ZAP error reply")
 
 
@@ -216,7 +216,7 @@ class ZapChannel:
             raise _decode_error(reply)
         try:
             decoded: R = _decoder(result).decode(reply)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise CloudError(f"{where}: malformed reply: {exc}") from None
         return decoded
 
@@ -292,7 +292,8 @@ class ZapChannel:
             expected = proof(self._key, b"server", challenge.nonce, nonce)
             if not proof_matches(expected, welcome.proof):
                 raise CloudError("the server does not hold the ZAP service key")
-        except (msgspec.DecodeError, asyncio.IncompleteReadError, FrameTooLarge) as exc:
+        except (msgspec.DecodeError, RecursionError, asyncio.IncompleteReadError,
+                FrameTooLarge) as exc:
             writer.close()
             raise CloudError(f"bad ZAP handshake from {self.addr}: {exc}") from None
         except BaseException:

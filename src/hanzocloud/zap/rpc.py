@@ -185,7 +185,7 @@ class ZapServer:
             raise _Refused(Unauthenticated("the first ZAP frame must be a handshake"))
         try:
             hello = msgspec.msgpack.decode(body, type=Hello)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             raise _Refused(Unauthenticated("malformed ZAP handshake")) from None
         if hello.magic != MAGIC:
             raise _Refused(Unauthenticated("not a ZAP peer (bad magic)"))
@@ -238,7 +238,7 @@ class ZapServer:
     async def _dispatch(self, body: bytes) -> bytes:
         try:
             request = msgspec.msgpack.decode(body, type=RequestBody)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise InvalidArgument(f"malformed ZAP request: {exc}") from None
         where = f"{request.service}.{request.method}"
         entry = self._services.get(request.service)
@@ -247,7 +247,7 @@ class ZapServer:
             raise NotFound(f"no ZAP method {where} here", details={"method": where})
         try:
             params = self._decoders[spec.params].decode(request.params)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise InvalidArgument(f"bad params for {where}: {exc}") from None
         identity = request.identity.to_identity()
         current_identity.set(identity)  # this task runs in its own context copy
