@@ -24,6 +24,7 @@ from subsystems.iam.store import IamStore, all_rows, dumps, loads, one, run
 Clock = Callable[[], float]
 KEY_PREFIX = "hk-"
 LAST_USED_EVERY = 60  # seconds: last-used time is written at most this often per key
+MAX_KEY_LIFE = 10 * 365 * 86400  # seconds (10 years); also keeps expires_at within SQLite's int64
 
 
 def digest(secret: str) -> str:
@@ -47,7 +48,10 @@ def check_redirect_uris(uris: object) -> list[str]:
         raise InvalidArgument("redirectUris must be a list of at most 20 URIs")
     out = []
     for uri in uris:
-        parts = urlsplit(uri) if isinstance(uri, str) and len(uri) <= 2000 else None
+        try:
+            parts = urlsplit(uri) if isinstance(uri, str) and len(uri) <= 2000 else None
+        except ValueError:  # e.g. an unbalanced IPv6 host, "http://[::1"
+            parts = None
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc \
                 or parts.fragment:
             raise InvalidArgument(f"redirect URI {uri!r} must be an absolute http(s) URI "
@@ -91,15 +95,14 @@ class Clients:
             raise InvalidArgument("name must be 1 to 120 characters")
         if not isinstance(public, bool):
             raise InvalidArgument("public must be true or false")
-        grant_list = check_names(list(grants) or ["authorization_code", "refresh_token"],
-                                 "grants")
+        grant_list = check_names(grants, "grants") or ["authorization_code", "refresh_token"]
         bad = [g for g in grant_list if g not in GRANTS]
         if bad:
             raise InvalidArgument(f"unknown grant '{bad[0]}'; valid: {', '.join(GRANTS)}")
         if public and "client_credentials" in grant_list:
             raise InvalidArgument("a public client cannot use client_credentials")
-        uris = check_redirect_uris(list(redirect_uris))
-        role_list = await self.directory.check_roles(org, list(roles))
+        uris = check_redirect_uris(redirect_uris)
+        role_list = await self.directory.check_roles(org, roles)
         client_id = f"{org}_{secrets.token_hex(8)}"
         secret = None if public else f"hcs_{secrets.token_urlsafe(32)}"
         now = int(self.clock())
@@ -197,10 +200,13 @@ class Clients:
         """Mint an API key; the key itself is returned once and stored only hashed."""
         if not isinstance(name, str) or not 1 <= len(name) <= 120:
             raise InvalidArgument("name must be 1 to 120 characters")
-        role_list = await self.directory.check_roles(org, list(roles))
-        scope_list = check_names(list(scopes), "scopes")
-        if expires_in is not None and (not isinstance(expires_in, int) or expires_in < 1):
-            raise InvalidArgument("expiresIn must be a positive number of seconds")
+        role_list = await self.directory.check_roles(org, roles)
+        scope_list = check_names(scopes, "scopes")
+        if expires_in is not None and (isinstance(expires_in, bool)
+                                       or not isinstance(expires_in, int)
+                                       or not 1 <= expires_in <= MAX_KEY_LIFE):
+            raise InvalidArgument(f"expiresIn must be a whole number of seconds from 1 to "
+                                  f"{MAX_KEY_LIFE} (10 years)")
         secret = secrets.token_urlsafe(32)
         key = f"{KEY_PREFIX}{org}_{secret}"
         now = int(self.clock())

@@ -148,11 +148,13 @@ class Directory:
                           user_id: str | None = None) -> User:
         """Create a user of `org` with an argon2id password hash."""
         email = check_email(email)
-        checked = await self.check_roles(org, list(roles))
+        checked = await self.check_roles(org, roles)
         if user_id is not None and not (isinstance(user_id, str) and USER_ID.fullmatch(user_id)):
             raise InvalidArgument("user id must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
         if not isinstance(name, str) or len(name) > 200:
             raise InvalidArgument("name must be a string of at most 200 characters")
+        if not isinstance(is_admin, bool):
+            raise InvalidArgument("isAdmin must be true or false")
         uid = user_id or f"usr_{secrets.token_hex(8)}"
         digest = await self.passwords.hash(password)
         now = int(self.clock())
@@ -205,7 +207,9 @@ class Directory:
                 raise InvalidArgument("disabled must be true or false")
             updates["disabled"] = int(disabled)
         if is_admin is not None:
-            updates["is_admin"] = int(bool(is_admin))
+            if not isinstance(is_admin, bool):
+                raise InvalidArgument("isAdmin must be true or false")
+            updates["is_admin"] = int(is_admin)
         if password is not None:
             updates["password_hash"] = await self.passwords.hash(password)
         if updates:

@@ -34,6 +34,11 @@ REVOKED_DOC = ("a session, access token, API key, user or app was revoked: "
 LOOPBACK_REDIRECTS = ("http://127.0.0.1/callback", "http://localhost/callback")
 
 
+def _console_name(org: str, display_name: str = "") -> str:
+    """The first-party app's name; cut so a 120-character display name still fits."""
+    return f"{(display_name or org)[:112]} console"
+
+
 class IamService:
     """Orgs, users, apps, keys, tokens: everything iam does, without HTTP."""
 
@@ -108,7 +113,7 @@ class IamService:
         user = await self.directory.create_user(org, email=email, password=password,
                                                 roles=["owner"], is_admin=platform_admin)
         app, _ = await self.clients.create_app(
-            org, name=f"{display_name or org} console", public=True,
+            org, name=_console_name(org, display_name), public=True,
             redirect_uris=list(LOOPBACK_REDIRECTS),
             grants=["authorization_code", "refresh_token", "password"], first_party=True)
         log.info("iam_bootstrap", org=org, platform_admin=platform_admin)
@@ -120,7 +125,7 @@ class IamService:
             return
         await self.directory.create_org(org, display_name)
         await self.clients.create_app(
-            org, name=f"{display_name or org} console", public=True,
+            org, name=_console_name(org, display_name), public=True,
             redirect_uris=list(LOOPBACK_REDIRECTS),
             grants=["authorization_code", "refresh_token", "password"], first_party=True)
 

@@ -98,6 +98,7 @@ async def test_repeated_failures_back_off_per_account(tmp_path: Path,
 BAD_AUTHORIZE = [
     ("unknown-client", {"client_id": "nope_1"}, 400, None),
     ("unregistered-redirect", {"redirect_uri": "https://evil.example/cb"}, 400, None),
+    ("malformed-redirect", {"redirect_uri": "http://[::1/cb"}, 400, None),
     ("no-pkce-for-public", {"code_challenge": ""}, 303, "invalid_request"),
     ("plain-pkce", {"code_challenge_method": "plain"}, 303, "invalid_request"),
     ("token-response-type", {"response_type": "token"}, 303, "unsupported_response_type"),

@@ -106,6 +106,112 @@ async def test_bad_management_bodies(cloud: Cloud, path: str, body: bytes, statu
     assert before == after  # nothing stored
 
 
+USER = {"email": "w@acme.test", "password": "long enough"}
+TEN_YEARS = 10 * 365 * 86400
+WRONG_TYPES = [  # (id, method, path, body, the field the 400's message must name)
+    ("app-grants-number", "POST", "/v1/iam/apps", {"name": "a", "grants": 5}, "grants"),
+    ("app-grants-string", "POST", "/v1/iam/apps", {"name": "a", "grants": "password"},
+     "grants"),
+    ("app-grants-object", "POST", "/v1/iam/apps", {"name": "a", "grants": {}}, "grants"),
+    ("app-redirect-uris-null", "POST", "/v1/iam/apps", {"name": "a", "redirectUris": None},
+     "redirectUris"),
+    ("app-redirect-uris-string", "POST", "/v1/iam/apps",
+     {"name": "a", "redirectUris": "https://x.test/cb"}, "redirectUris"),
+    ("app-redirect-uri-bad-ipv6", "POST", "/v1/iam/apps",
+     {"name": "a", "redirectUris": ["http://[::1/cb"]}, "redirect URI"),
+    ("app-public-string", "POST", "/v1/iam/apps", {"name": "a", "public": "yes"}, "public"),
+    ("app-roles-null", "POST", "/v1/iam/apps", {"name": "a", "roles": None}, "roles"),
+    ("app-name-list", "POST", "/v1/iam/apps", {"name": ["a"]}, "name"),
+    ("patch-app-grants-null", "PATCH", "/v1/iam/apps/{app}", {"grants": None}, "grants"),
+    ("patch-app-redirect-uris-number", "PATCH", "/v1/iam/apps/{app}", {"redirectUris": 1},
+     "redirectUris"),
+    ("patch-app-name-bool", "PATCH", "/v1/iam/apps/{app}", {"name": True}, "name"),
+    ("key-scopes-null", "POST", "/v1/iam/keys", {"name": "k", "scopes": None}, "scopes"),
+    ("key-scopes-string", "POST", "/v1/iam/keys", {"name": "k", "scopes": "read"}, "scopes"),
+    ("key-scopes-object", "POST", "/v1/iam/keys", {"name": "k", "scopes": {"read": 1}},
+     "scopes"),
+    ("key-roles-string", "POST", "/v1/iam/keys", {"name": "k", "roles": "viewer"}, "roles"),
+    ("key-expiry-int64-max", "POST", "/v1/iam/keys",
+     {"name": "k", "expiresIn": 9223372036854775807}, "expiresIn"),
+    ("key-expiry-over-ten-years", "POST", "/v1/iam/keys",
+     {"name": "k", "expiresIn": TEN_YEARS + 1}, "expiresIn"),
+    ("key-expiry-zero", "POST", "/v1/iam/keys", {"name": "k", "expiresIn": 0}, "expiresIn"),
+    ("key-expiry-float", "POST", "/v1/iam/keys", {"name": "k", "expiresIn": 3600.5},
+     "expiresIn"),
+    ("key-expiry-string", "POST", "/v1/iam/keys", {"name": "k", "expiresIn": "3600"},
+     "expiresIn"),
+    ("key-expiry-bool", "POST", "/v1/iam/keys", {"name": "k", "expiresIn": True}, "expiresIn"),
+    ("user-is-admin-string", "POST", "/v1/iam/users", {**USER, "isAdmin": "false"}, "isAdmin"),
+    ("user-name-number", "POST", "/v1/iam/users", {**USER, "name": 5}, "name"),
+    ("user-name-null", "POST", "/v1/iam/users", {**USER, "name": None}, "name"),
+    ("user-roles-object", "POST", "/v1/iam/users", {**USER, "roles": {}}, "roles"),
+    ("user-email-number", "POST", "/v1/iam/users", {**USER, "email": 5}, "email"),
+    ("user-password-list", "POST", "/v1/iam/users", {**USER, "password": ["x"]}, "password"),
+    ("patch-user-is-admin-number", "PATCH", "/v1/iam/users/{user}", {"isAdmin": 1}, "isAdmin"),
+    ("patch-user-disabled-string", "PATCH", "/v1/iam/users/{user}", {"disabled": "yes"},
+     "disabled"),
+    ("patch-user-name-null", "PATCH", "/v1/iam/users/{user}", {"name": None}, "name"),
+    ("patch-user-password-number", "PATCH", "/v1/iam/users/{user}", {"password": 12345678},
+     "password"),
+    ("role-description-number", "POST", "/v1/iam/roles", {"name": "r", "description": 5},
+     "description"),
+    ("role-description-list", "POST", "/v1/iam/roles", {"name": "r", "description": []},
+     "description"),
+    ("role-name-null", "POST", "/v1/iam/roles", {"name": None}, "name"),
+    ("org-display-name-list", "POST", "/v1/iam/orgs",
+     {"slug": "newco", "ownerEmail": "o@n.test", "ownerPassword": "long enough",
+      "displayName": ["x"]}, "displayName"),
+    ("org-display-name-number", "POST", "/v1/iam/orgs",
+     {"slug": "newco", "ownerEmail": "o@n.test", "ownerPassword": "long enough",
+      "displayName": 5}, "displayName"),
+    ("org-slug-number", "POST", "/v1/iam/orgs",
+     {"slug": 5, "ownerEmail": "o@n.test", "ownerPassword": "long enough"}, "slug"),
+]
+LISTED = ("/v1/iam/orgs", "/v1/iam/users", "/v1/iam/roles", "/v1/iam/apps", "/v1/iam/keys")
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), [w[1:] for w in WRONG_TYPES],
+                         ids=[w[0] for w in WRONG_TYPES])
+async def test_wrong_json_types_are_400s_that_store_nothing(
+        cloud: Cloud, method: str, path: str, body: dict[str, object], field: str) -> None:
+    root = await cloud.headers(org="acme", user="root", roles=["owner"], admin=True)
+    user = await cloud.client.post("/v1/iam/users", headers=root,
+                                   json={"email": "t@acme.test", "password": "long enough"})
+    app = await cloud.client.post("/v1/iam/apps", headers=root, json={"name": "t"})
+    target = path.format(user=user.json()["id"], app=app.json()["clientId"])
+
+    async def everything() -> list[object]:
+        return [(await cloud.client.get(p, headers=root)).json()["items"] for p in LISTED]
+
+    before = await everything()
+    r = await cloud.client.request(method, target, headers=root, json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_argument" and field in error["message"], error
+    assert await everything() == before  # nothing created, nothing changed
+
+
+async def test_api_key_expiry_is_at_most_ten_years_and_null_never_expires(cloud: Cloud) -> None:
+    owner = await cloud.headers(org="acme", user="alice", roles=["owner"])
+    longest = await cloud.client.post("/v1/iam/keys", headers=owner,
+                                      json={"name": "k", "expiresIn": TEN_YEARS})
+    assert longest.status_code == 201, longest.text
+    assert longest.json()["expiresAt"] == longest.json()["createdAt"] + TEN_YEARS
+    forever = await cloud.client.post("/v1/iam/keys", headers=owner,
+                                      json={"name": "k", "expiresIn": None})
+    assert forever.status_code == 201 and forever.json()["expiresAt"] is None
+
+
+async def test_an_org_with_the_longest_display_name_gets_its_console_app(cloud: Cloud) -> None:
+    root = await cloud.headers(org="acme", user="root", roles=["owner"], admin=True)
+    made = await cloud.client.post("/v1/iam/orgs", headers=root, json={
+        "slug": "longco", "displayName": "L" * 120, "ownerEmail": "o@longco.test",
+        "ownerPassword": "long enough"})
+    assert made.status_code == 201, made.text  # before: a 400 after the org and owner existed
+    app = await cloud.iam.clients.first_party_app("longco")
+    assert app.name.endswith(" console") and len(app.name) <= 120
+
+
 async def test_custom_roles_and_confidential_apps(cloud: Cloud) -> None:
     owner = await cloud.headers(org="acme", user="alice", roles=["owner"])
     role = await cloud.client.post("/v1/iam/roles", headers=owner,

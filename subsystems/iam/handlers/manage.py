@@ -17,12 +17,17 @@ from subsystems.iam.models import BUILTIN_ROLES
 from subsystems.iam.service import IamService
 
 
-def _obj(body: Any, allowed: set[str]) -> dict[str, Any]:
+def _obj(body: Any, allowed: set[str], *, nullable: frozenset[str] = frozenset()
+         ) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidArgument("expected a JSON object")
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidArgument(f"unknown field '{unknown[0]}'")
+    # null is not "leave it out": a field that is sent must have a value of its type
+    nulls = sorted(k for k, v in body.items() if v is None and k not in nullable)
+    if nulls:
+        raise InvalidArgument(f"{nulls[0]} must not be null")
     return body
 
 
@@ -73,7 +78,7 @@ class ManageHandlers:
                 raise InvalidArgument(f"{field} is required")
         made = await self.s.bootstrap(body["slug"], email=body["ownerEmail"],
                                       password=body["ownerPassword"],
-                                      display_name=str(body.get("displayName") or ""))
+                                      display_name=body.get("displayName", ""))
         return JSONResponse(made, status_code=201)
 
     async def get_org(self, request: Request) -> Response:
@@ -102,8 +107,8 @@ class ManageHandlers:
             raise InvalidArgument("password is required")
         user = await self.s.directory.create_user(
             org, email=body.get("email"), password=body["password"],  # type: ignore[arg-type]
-            name=body.get("name") or "", roles=_grantable(body.get("roles", ["viewer"])),
-            is_admin=bool(body.get("isAdmin")))
+            name=body.get("name", ""), roles=_grantable(body.get("roles", ["viewer"])),
+            is_admin=body.get("isAdmin", False))
         return JSONResponse(user_json(user), status_code=201)
 
     async def get_user(self, request: Request) -> Response:
@@ -157,7 +162,7 @@ class ManageHandlers:
         """Add a custom role."""
         body = _obj(await json_body(request), {"name", "description"})
         role = await self.s.directory.create_role(require_org(), body.get("name"),  # type: ignore[arg-type]
-                                                  body.get("description") or "")
+                                                  body.get("description", ""))
         return JSONResponse(role, status_code=201)
 
     async def delete_role(self, request: Request) -> Response:
@@ -215,7 +220,8 @@ class ManageHandlers:
 
     async def create_key(self, request: Request) -> Response:
         """Mint an API key; the response is the only time the key is shown."""
-        body = _obj(await json_body(request), {"name", "roles", "scopes", "expiresIn"})
+        body = _obj(await json_body(request), {"name", "roles", "scopes", "expiresIn"},
+                    nullable=frozenset({"expiresIn"}))  # null: the key never expires
         identity = current_identity.get()
         record, key = await self.s.clients.create_api_key(
             require_org(), name=body.get("name"),  # type: ignore[arg-type]

@@ -31,7 +31,10 @@ def redirect_allowed(app: App, uri: str) -> bool:
     """Exact match, or a loopback URI whose port differs (RFC 8252 §7.3)."""
     if uri in app.redirect_uris:
         return True
-    got = urlsplit(uri)
+    try:
+        got = urlsplit(uri)
+    except ValueError:  # e.g. an unbalanced IPv6 host, "http://[::1"
+        return False
     if got.scheme != "http" or got.hostname not in ("127.0.0.1", "localhost", "::1"):
         return False
     for registered in app.redirect_uris:
