@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +22,7 @@ RULES = ("listRule", "viewRule", "createRule", "updateRule", "deleteRule")
 MAX_FIELDS = 200
 MAX_COLLECTIONS = 500
 VIA = "_via_"  # a back-relation's name: <collection>_via_<relation field>
+_RESERVED_LOWER = frozenset(n.lower() for n in RESERVED_NAMES)
 _INDEX = re.compile(
     r"^\s*CREATE\s+(UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?[`\"']?(\w{1,63})[`\"']?"
     r"\s+ON\s+[`\"']?(\w{1,63})[`\"']?\s*\(([^()]{1,1000})\)\s*;?\s*$",
@@ -231,7 +232,7 @@ def parse_collection(raw: Any, schema: Schema, *, existing: Collection | None,
     if ctype != "base":
         raise InvalidArgument(f"collection type {ctype!r} is not supported; use 'base'")
     name = check_name(raw.get("name", existing.name if existing else None), "collection")
-    other = schema.by_name.get(name)
+    other = next((c for c in schema.by_name.values() if c.name.lower() == name.lower()), None)
     if other is not None and (existing is None or other.id != existing.id):
         raise InvalidArgument(f"a collection named '{name}' already exists",
                               details={"fields": {"name": {
@@ -247,11 +248,17 @@ def parse_collection(raw: Any, schema: Schema, *, existing: Collection | None,
         if not isinstance(raw["indexes"], list) or len(raw["indexes"]) > 50:
             raise InvalidArgument("indexes must be a list of at most 50 strings")
         indexes = tuple(parse_index(i, name, names) for i in raw["indexes"])
-    else:
-        indexes = tuple(i for i in (existing.indexes if existing else ())
-                        if all(c in names for c, _ in i.columns))
-    if len({i.name for i in indexes}) != len(indexes):
-        raise InvalidArgument("index names must be unique")
+    else:  # the stored ones, following renamed fields; one on a removed field goes with it
+        renamed = {f.name: new.name for f in (existing.fields if existing else ())
+                   for new in fields if new.id == f.id}
+        kept = []
+        for index in existing.indexes if existing else ():
+            columns = tuple((renamed.get(c, c), d) for c, d in index.columns)
+            if all(c in names for c, _ in columns):
+                kept.append(replace(index, columns=columns))
+        indexes = tuple(kept)
+    if len({i.name.lower() for i in indexes}) != len(indexes):
+        raise InvalidArgument("index names must be unique (case-insensitively)")
     rules = _rules(raw, existing.rules if existing else dict.fromkeys(RULES))
     return Collection(cid, name, fields, indexes, rules,
                       existing.created if existing else now, now)
@@ -273,12 +280,17 @@ def _parse_fields(raw: Any, schema: Schema, cid: str, name: str,
         return schema.get(target).id
 
     fields: list[Field] = []
+    seen_ids: set[str] = set()
     for item in raw:
         if isinstance(item, dict) and item.get("system") and item.get("name") in RESERVED_NAMES:
             continue  # the system fields id/created/updated echoed back by clients
         fid = item.get("id") if isinstance(item, dict) else None
         if fid is not None and not isinstance(fid, str):
             raise InvalidArgument(f"a field's id must be a string, not {type(fid).__name__}")
+        if fid is not None and fid in seen_ids:  # two fields would share one column
+            raise InvalidArgument(f"field id {fid[:32]!r} is given twice")
+        if fid is not None:
+            seen_ids.add(fid)
         if fid is not None and fid not in old:
             fid = None  # an unknown id is a new field (PocketBase imports send their own)
         if fid is not None and item.get("type") != old[fid].type:
@@ -286,7 +298,7 @@ def _parse_fields(raw: Any, schema: Schema, cid: str, name: str,
                                   f"cannot change ({old[fid].type} -> {item.get('type')})")
         parsed = parse_field(item, field_id=fid or f"f{new_id()[:10]}",
                              resolve_collection=resolve)
-        if parsed.name in RESERVED_NAMES:
+        if parsed.name.lower() in _RESERVED_LOWER:  # SQLite's names are case-insensitive
             raise InvalidArgument(f"field name '{parsed.name}' is reserved")
         before = old.get(parsed.id)
         if before is not None and parsed.type == "relation" and before.target != parsed.target:

@@ -281,9 +281,28 @@ def _relation(f: Field, value: Any) -> str:
     return _pack_list(f, items)
 
 
+MAX_JSON_DEPTH = 64  # nesting a json field may hold: deeper values could not be read back
+
+
+def _depth(value: Any) -> int:
+    """How deeply `value` nests lists and objects (iteratively: it may be deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                stack.extend((v, level + 1) for v in
+                             (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def _json(f: Field, value: Any) -> str | None:
     if value is None:
         return None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise FieldError("validation_json_too_deep",
+                         f"Must nest lists and objects at most {MAX_JSON_DEPTH} levels deep.")
     encoded = msgspec.json.encode(value)
     limit = int(f.options.get("maxSize") or 1_000_000)
     if len(encoded) > limit:

@@ -377,14 +377,18 @@ def delete_record(tx: Tx, name: str, record_id: str) -> None:
     """Delete a record the delete rule allows, cascading to records that require it."""
     coll = tx.schema.get(name)
     row = _fetch(tx, coll, record_id, "deleteRule", method="DELETE")
-    _delete(tx, coll, row, depth=0)
+    _delete(tx, coll, row, depth=0, doomed=set())
 
 
-def _delete(tx: Tx, coll: Collection, row: Mapping[Any, Any], depth: int) -> None:
+def _delete(tx: Tx, coll: Collection, row: Mapping[Any, Any], depth: int,
+            doomed: set[tuple[str, str]]) -> None:
+    """Delete `row` and cascade; `doomed` holds the records this delete already removes,
+    so records that cascade to each other (a cycle) go once each."""
     if depth > 16:
         raise InvalidArgument("cascade delete is deeper than 16 levels")
     record = present(tx, coll, row)
     record_id = record["id"]
+    doomed.add((coll.id, record_id))
     for other, f in tx.schema.referrers(coll.id):
         table = tx.schema.table(other)
         col = table.c[f.name]
@@ -394,10 +398,10 @@ def _delete(tx: Tx, coll: Collection, row: Mapping[Any, Any], depth: int) -> Non
         else:
             refers = col == record_id
         for ref in tx.conn.execute(sa.select(table).where(refers)).all():
-            if ref._mapping["id"] == record_id and other.id == coll.id:
-                continue
+            if (other.id, ref._mapping["id"]) in doomed:
+                continue  # itself, or a record this very delete is already removing
             if f.options.get("cascadeDelete"):
-                _delete(tx, other, ref._mapping, depth + 1)
+                _delete(tx, other, ref._mapping, depth + 1, doomed)
             elif f.required and len(_ids(f, ref._mapping[f.name])) <= 1:
                 # Which record needs it only for admins: a member may not see that record.
                 where = f" by '{other.name}.{f.name}' of record {ref._mapping['id']}" \

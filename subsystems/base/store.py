@@ -115,6 +115,9 @@ class BaseStore:
         self._locks: dict[str, asyncio.Lock] = {}
         self.on_commit: list[Callable[[str, list[Event]], None]] = []
         self.viewers: Viewers | None = None
+        # Orgs whose schema change is committing in a worker thread: their reads wait until
+        # the new schema is installed, rather than compile against the one it replaces.
+        self._settling: dict[str, asyncio.Event] = {}
 
     def _schema(self, conn: sa.Connection, org: str, *, create: bool = True) -> Schema:
         """The org's collections (cached). A read (`create=False`) of a base.db that has no
@@ -146,6 +149,9 @@ class BaseStore:
         """Run `fn` in a read-only snapshot of `org`'s base.db (every query of a request
         sees the same moment: a list page agrees with its total and its expansions)."""
         request = REQUEST_SCOPE.get()
+        settling = self._settling.get(org)
+        if settling is not None:
+            await settling.wait()
 
         def run(conn: sa.Connection) -> T:
             return fn(Tx(conn, org, identity, self._schema(conn, org, create=False),
@@ -172,16 +178,22 @@ class BaseStore:
         lock = self._locks.setdefault(org, asyncio.Lock())
         holder: list[Tx] = []
         request = REQUEST_SCOPE.get()
+        settled = asyncio.Event()
+        fresh: list[bool] = []  # whether this transaction loaded (or created) the schema
 
         def run(conn: sa.Connection) -> T:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+            fresh[:] = [org not in self._schemas]
             tx = Tx(conn, org, identity, self._schema(conn, org), viewers=self.viewers,
                     request=request)
             holder[:] = [tx]  # run_sync may retry a busy transaction
             try:
-                return fn(tx)
+                result = fn(tx)
             except INTEGRITY_ERRORS as exc:
                 raise unique_violation(tx.schema, str(exc)) from None
+            if tx.new_schema is not None:  # it commits next: hold reads until installed
+                self._settling[org] = settled
+            return result
 
         def announce(_: Any) -> None:  # once committed, even if our caller was cancelled
             tx = holder[0]
@@ -200,9 +212,15 @@ class BaseStore:
                 return await self.tenants.run_sync(  # type: ignore[no-any-return]
                     org, SERVICE, run, offload=offload, movable=True, committed=announce)
             except BaseException:
-                if holder and holder[0].new_schema is not None:
+                # A failed schema change, or a failed first write (whose meta table and
+                # empty schema rolled back with it), must not leave its schema cached.
+                if (holder and holder[0].new_schema is not None) or (fresh and fresh[0]):
                     self._schemas.pop(org, None)
                 raise
+            finally:
+                if self._settling.get(org) is settled:
+                    del self._settling[org]
+                settled.set()
 
 
 def unique_violation(schema: Schema, message: str) -> InvalidArgument:
