@@ -304,6 +304,8 @@ def _parse_fields(raw: Any, schema: Schema, cid: str, name: str,
         if before is not None and parsed.type == "relation" and before.target != parsed.target:
             raise InvalidArgument(f"field '{parsed.name}': a relation cannot change collection")
         fields.append(parsed)
+    if len(fields) > MAX_FIELDS:  # the list may also echo the 3 system fields
+        raise InvalidArgument(f"fields must be a list of at most {MAX_FIELDS} field objects")
     if len({f.name.lower() for f in fields}) != len(fields):
         raise InvalidArgument("field names must be unique (case-insensitively)")
     return tuple(fields)

@@ -100,3 +100,9 @@ async def test_reads_wait_while_a_schema_change_settles(cloud: Cloud, api: Api) 
     del base._settling["acme"]
     settling.set()
     assert (await read).status_code == 200
+
+
+async def test_at_most_200_fields(api: Api) -> None:
+    fields = [{"name": f"f{i}", "type": "text"} for i in range(201)]
+    assert_error(await api.post("/collections", {"name": "c", "fields": fields}), 400)
+    await api.collection("c", fields[:200])
