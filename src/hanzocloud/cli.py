@@ -163,11 +163,13 @@ def _run(coro: Any) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
+    from hanzocloud import logging as cloud_logging
     from hanzocloud.host import load_master
     from hanzocloud.keys import resolve_master_key
     from hanzocloud.rotate import rotate_master
 
     settings = _settings(args)
+    cloud_logging.configure(settings.log_level)
     old, _ = load_master(settings)
     new = resolve_master_key(args.new_key_ref)
     report = rotate_master(settings.data_dir, old, new, after_each=_failpoint("rotate-master"))

@@ -95,6 +95,13 @@ class Overloaded(RetryLater):
     status = 503
 
 
+class Busy(RetryLater):
+    """Another writer held an org's database for longer than a request waits; retry."""
+
+    code = "busy"
+    status = 503
+
+
 class SubsystemUnavailable(RetryLater):
     """A dependency is not enabled here and no ZAP address is configured, or it is unreachable."""
 

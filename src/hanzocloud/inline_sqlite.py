@@ -24,9 +24,12 @@ from typing import Any
 
 import sqlcipher3
 
+from hanzocloud.errors import Busy
+
 # Result codes worth a retry: BUSY, BUSY_RECOVERY (another connection is rebuilding the WAL
 # index), LOCKED. BUSY_SNAPSHOT (517) is deliberately absent.
 _RETRYABLE = frozenset({5, 261, 6})
+_BUSY_SNAPSHOT = 517
 
 
 async def patiently(call: Callable[[], Any], *, retry: Callable[[Exception], bool],
@@ -35,8 +38,10 @@ async def patiently(call: Callable[[], Any], *, retry: Callable[[Exception], boo
     """Return `call()` (run in a worker thread of `executor`, or the loop's default one, if
     `offload`; with the caller's context variables). While it raises an error that
     `retry` accepts (another writer holds the file), back off 1 → 50 ms on the loop and call
-    again, for up to `seconds` after the first refusal; then the last error is raised. Both
-    the store's `run_sync` and every inline statement wait for locks this way.
+    again, for up to `seconds` after the first refusal; then `Busy` (503, retry) is raised
+    from the last error, as it is at once for a stale snapshot (BUSY_SNAPSHOT) that `retry`
+    does not accept. Both the store's `run_sync` and every inline statement wait for locks
+    this way.
 
     A caller cancelled while `call` runs in its thread still waits for the thread to finish
     before the cancellation goes on: what the caller holds meanwhile (a lock that orders
@@ -59,12 +64,25 @@ async def patiently(call: Callable[[], Any], *, retry: Callable[[Exception], boo
                 raise CancelledAfterCall(running.result()) from None
         except Exception as exc:
             if not retry(exc):
+                if _stale_snapshot(exc):  # only a new transaction cures it: the client's
+                    raise _gave_up() from exc
                 raise
             deadline = deadline or time.monotonic() + seconds
             if time.monotonic() + delay > deadline:
-                raise
+                raise _gave_up() from exc
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def _gave_up() -> Busy:
+    return Busy("this org's database is busy with another writer; retry shortly",
+                retry_after=1)
+
+
+def _stale_snapshot(exc: Exception) -> bool:
+    """SQLITE_BUSY_SNAPSHOT: a transaction that read an older snapshot cannot write now."""
+    code = getattr(getattr(exc, "orig", None) or exc, "sqlite_errorcode", None)
+    return code == _BUSY_SNAPSHOT
 
 
 class CancelledAfterCall(asyncio.CancelledError):

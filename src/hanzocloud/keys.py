@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -32,12 +33,22 @@ SIDECAR_BYTES = FILE_ID_BYTES + NONCE_BYTES + KEY_BYTES + 16  # 16 = GCM tag
 KEK_INFO = b"hanzocloud/v1/kek"
 DEV_KEY_FILE = "dev-master.key"
 
+log = structlog.get_logger("hanzocloud.keys")
+
 
 class KeyUnwrapError(CloudError):
-    """A sidecar does not open with this master key for this org and service."""
+    """A sidecar does not open with this master key for this org and service.
+
+    The client is told only that the org's data cannot be opened; `reason` (which names the
+    master key's fingerprint) is for the server's log and the operator's tools.
+    """
 
     code = "key_unwrap_failed"
     status = 500
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("this org's data cannot be opened right now")
+        self.reason = reason
 
 
 def lp(value: str | bytes) -> bytes:
@@ -94,22 +105,29 @@ def wrap_dek(master: MasterKey, org: str, service: str, dek: bytes, file_id: byt
     return file_id + nonce + sealed
 
 
-def unwrap_dek(master: MasterKey, org: str, service: str, sidecar: bytes) -> bytes:
-    """Open sidecar bytes; raises KeyUnwrapError if key, org, service or bytes do not match."""
+def unwrap_dek(master: MasterKey, org: str, service: str, sidecar: bytes, *,
+               source: Path | None = None) -> bytes:
+    """Open sidecar bytes; raises KeyUnwrapError if key, org, service or bytes do not match.
+
+    With `source` (the sidecar's path), a failure is also logged as a warning for the operator.
+    """
     if len(sidecar) != SIDECAR_BYTES:
-        raise KeyUnwrapError(f"sidecar for {org or 'global'}/{service} has a bad length")
-    file_id = sidecar[:FILE_ID_BYTES]
-    nonce = sidecar[FILE_ID_BYTES : FILE_ID_BYTES + NONCE_BYTES]
-    sealed = sidecar[FILE_ID_BYTES + NONCE_BYTES :]
-    try:
-        return AESGCM(master.kek(org, service, file_id)).decrypt(
-            nonce, sealed, _aad(file_id, org, service)
-        )
-    except InvalidTag:
-        raise KeyUnwrapError(
-            f"sidecar for {org or 'global'}/{service} does not open with master key "
-            f"{master.fingerprint}"
-        ) from None
+        reason = f"bad length ({len(sidecar)} bytes, expected {SIDECAR_BYTES})"
+    else:
+        file_id = sidecar[:FILE_ID_BYTES]
+        nonce = sidecar[FILE_ID_BYTES : FILE_ID_BYTES + NONCE_BYTES]
+        sealed = sidecar[FILE_ID_BYTES + NONCE_BYTES :]
+        try:
+            return AESGCM(master.kek(org, service, file_id)).decrypt(
+                nonce, sealed, _aad(file_id, org, service)
+            )
+        except InvalidTag:
+            reason = (f"does not open with master key {master.fingerprint} "
+                      "(another key, another tenant's sidecar, or damaged)")
+    if source is not None:
+        log.warning("key_unwrap_failed", org=org or "global", service=service,
+                    sidecar=str(source), reason=reason)
+    raise KeyUnwrapError(reason)
 
 
 def new_dek() -> tuple[bytes, bytes]:

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import (
 from hanzocloud import metrics, sqlfunctions
 from hanzocloud.errors import InvalidArgument, Overloaded
 from hanzocloud.inline_sqlite import CancelledAfterCall, InlineConnection, patiently
-from hanzocloud.keys import MasterKey, lp, new_dek, unwrap_dek, wrap_dek
+from hanzocloud.keys import KeyUnwrapError, MasterKey, lp, new_dek, unwrap_dek, wrap_dek
 
 log = structlog.get_logger("hanzocloud.storage")
 _CACHE_HIT = metrics.TENANT_CACHE.labels("hit")  # counted on every open: look the children up once
@@ -64,6 +64,9 @@ PROGRESS_STEPS = 10_000
 # Transactions that may be in, or waiting for, the store's worker threads at once (moved
 # reads and writes, offloaded ones); past that, moving one more is refused with Overloaded.
 THREAD_BACKLOG = 64
+# Result codes after which the loop's held connection is dropped, not reused: a connection
+# that found its file read-only, unopenable or failing I/O may stay so when the file is not.
+_STALE_CONNECTION = frozenset({8, 10, 14})  # READONLY, IOERR, CANTOPEN (primary codes)
 _SQLITE_INTERRUPT = 9
 GLOBAL = ""  # the org label of platform-wide files in keys and AAD: no slug can be empty
 
@@ -186,6 +189,17 @@ class Budget:
 
 def _busy(exc: Exception) -> bool:
     return isinstance(exc, OPERATIONAL_ERRORS) and is_busy(exc)
+
+
+def _quiet_cipher_log() -> None:
+    """SQLCipher writes its own plain-text warnings to stderr (a wrong key, a page failing its
+    HMAC), which would break the JSON log stream; the same failures reach the caller as
+    exceptions, which are logged. The level is process-wide: set it once."""
+    with contextlib.closing(sqlcipher3.connect(":memory:")) as conn:
+        conn.execute("PRAGMA cipher_log_level = NONE")
+
+
+_quiet_cipher_log()
 
 
 def connect_sqlcipher(path: Path, dek: bytes, *, busy_ms: int = 10_000) -> sqlcipher3.Connection:
@@ -319,7 +333,14 @@ class TenantHandle:
             return
         if held is None or held.invalidated or held.closed:
             held = self._held = self.sync_engine.connect()
-        yield held
+        try:
+            yield held
+        except OPERATIONAL_ERRORS as exc:
+            code = _sqlite_code(exc)
+            if code is not None and code & 0xFF in _STALE_CONNECTION:
+                held.invalidate()  # the next inline transaction connects afresh
+                self._held = None
+            raise
 
     def session(self) -> AsyncSession:
         """A new session on this tenant's database."""
@@ -373,7 +394,7 @@ class TenantStore:
         self.idle_seconds = idle_seconds
         self.pool_size = pool_size
         self._open: OrderedDict[tuple[str, str], TenantHandle] = OrderedDict()
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._locks: dict[tuple[str, str], list[Any]] = {}  # key -> [lock, users]
         self._closed = False
         self._dialect: Any = None
         self._sync_dialect: Any = None
@@ -417,19 +438,21 @@ class TenantStore:
         path = self.path_for(org, service)
         sidecar = path.with_name(path.name + ".dek")
         try:
-            return unwrap_dek(self.master, org, service, sidecar.read_bytes())
+            return unwrap_dek(self.master, org, service, sidecar.read_bytes(), source=sidecar)
         except FileNotFoundError:
             if not create:
                 raise
         if path.exists() and path.stat().st_size > 0:
-            # A database without its key is not something to overwrite silently.
-            raise InvalidArgument(f"{path} exists but its key sidecar is missing")
+            # A database without its key is not something to overwrite silently; the client
+            # learns only that its data cannot be opened (not where it lives).
+            log.warning("tenant_key_missing", org=org, service=service, path=str(path))
+            raise KeyUnwrapError(f"{path} exists but its key sidecar is missing")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         file_id, dek = new_dek()
         if not write_file_atomic(sidecar, wrap_dek(self.master, org, service, dek, file_id),
                                  exclusive=True):
             # Another process created it first: use theirs.
-            return unwrap_dek(self.master, org, service, sidecar.read_bytes())
+            return unwrap_dek(self.master, org, service, sidecar.read_bytes(), source=sidecar)
         return dek
 
     def file_key(self, org: str, service: str, purpose: str) -> bytes:
@@ -550,22 +573,33 @@ class TenantStore:
             handle.last_used = time.monotonic()
             _CACHE_HIT.inc()
             return handle
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            handle = self._open.get(key)
-            if handle is None:
-                _CACHE_MISS.inc()
-                if self.replicator is not None:  # lease, and restore a missing file first
-                    await self.replicator.before_open(org, service, self.path_for(org, service))
-                handle = self._build(org, service)
-                if self.replicator is not None:
-                    await self.replicator.opened(org, service, handle.path)
-                await self._make_room()
-                self._open[key] = handle
-                self.opens += 1
-                self.peak_open = max(self.peak_open, len(self._open))
-                metrics.TENANT_HANDLES.set(len(self._open))
-        self._locks.pop(key, None)
+        path = self.path_for(org, service)  # a bad slug is refused before anything is kept
+        # One opener per key at a time; the entry lives while anyone waits on it, so a
+        # failed or cancelled open leaves nothing behind, and no second lock can appear
+        # while a first one still has waiters.
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                handle = self._open.get(key)
+                if handle is None:
+                    _CACHE_MISS.inc()
+                    if self.replicator is not None:  # lease, and restore a missing file first
+                        await self.replicator.before_open(org, service, path)
+                    handle = self._build(org, service)
+                    if self.replicator is not None:
+                        await self.replicator.opened(org, service, handle.path)
+                    await self._make_room()
+                    self._open[key] = handle
+                    self.opens += 1
+                    self.peak_open = max(self.peak_open, len(self._open))
+                    metrics.TENANT_HANDLES.set(len(self._open))
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0 and self._locks.get(key) is entry:
+                del self._locks[key]
         return handle
 
     @contextlib.asynccontextmanager

@@ -196,3 +196,23 @@ async def test_a_moved_write_whose_caller_is_cancelled_still_announces_its_event
     assert [r["title"] for r in kept] == ["kept"]  # it committed
     assert [(org, [(e.action, e.record["id"]) for e in events])
             for org, events in announced] == [("acme", [("create", kept[0]["id"])])]
+
+
+async def test_a_write_locked_out_for_too_long_is_503_with_retry_after(cloud: Cloud,
+                                                                        api: Api) -> None:
+    from .support import assert_error
+
+    await api.collection("notes", [{"name": "title", "type": "text"}])
+    tenants = cloud.host.deps.tenants
+    tenants.busy_seconds = 0.2
+    blocker = tenants.connect_sync("acme", "base")  # another process's writer, say
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        r = await api.post("/collections/notes/records", {"title": "waited"})
+    finally:
+        blocker.rollback()
+        blocker.close()
+    body = assert_error(r, 503)  # PocketBase's shape, and retry soon
+    assert r.headers["retry-after"] == "1" and "busy" in body["message"]
+    assert await api.items("notes") == []
+    await api.create("notes", {"title": "later"})

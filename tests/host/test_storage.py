@@ -15,8 +15,8 @@ import pytest
 import sqlcipher3
 from sqlalchemy import text
 
-from hanzocloud.errors import InvalidArgument
-from hanzocloud.keys import MasterKey
+from hanzocloud.errors import Busy, InvalidArgument
+from hanzocloud.keys import KeyUnwrapError, MasterKey
 from hanzocloud.storage import TenantStore, connect_sqlcipher, validate_slug
 
 PLAINTEXT = "tenant-a-plaintext-marker-7f3a"
@@ -117,8 +117,9 @@ async def test_swapped_sidecars_do_not_open(tmp_path: Path, master: MasterKey) -
     b.write_bytes(a_bytes)
     fresh = TenantStore(tmp_path, master)
     for org in ("acme", "globex"):
-        with pytest.raises(Exception, match="does not open"):
+        with pytest.raises(KeyUnwrapError) as failed:
             await read(fresh, org)
+        assert "does not open" in failed.value.reason
     await fresh.close()
 
 
@@ -127,8 +128,9 @@ async def test_other_master_key_does_not_open(tmp_path: Path, master: MasterKey)
     await write(store, "acme", PLAINTEXT)
     await store.close()
     other = TenantStore(tmp_path, MasterKey(os.urandom(32), "other"))
-    with pytest.raises(Exception, match="does not open"):
+    with pytest.raises(KeyUnwrapError) as failed:
         await read(other, "acme")
+    assert "does not open" in failed.value.reason
     await other.close()
 
 
@@ -139,8 +141,10 @@ async def test_missing_sidecar_is_never_overwritten(tmp_path: Path, master: Mast
     (tmp_path / "orgs" / "acme" / "notes.db.dek").unlink()
     before = (tmp_path / "orgs" / "acme" / "notes.db").read_bytes()
     fresh = TenantStore(tmp_path, master)
-    with pytest.raises(InvalidArgument, match="sidecar is missing"):
+    with pytest.raises(KeyUnwrapError) as raised:  # a 500 that names no path to the client
         await read(fresh, "acme")
+    assert "sidecar is missing" in raised.value.reason
+    assert str(tmp_path) not in raised.value.message
     await fresh.close()
     assert (tmp_path / "orgs" / "acme" / "notes.db").read_bytes() == before
 
@@ -253,15 +257,62 @@ async def test_a_writer_gives_up_on_a_lock_after_busy_seconds(tmp_path: Path, ma
     await write(store, "acme", "first")
     blocker = store.connect_sync("acme", "notes")
     blocker.execute("BEGIN IMMEDIATE")
-    with pytest.raises(sqlcipher3.OperationalError, match="locked"):
+    with pytest.raises(Busy) as raised:  # a 503 with Retry-After over HTTP
         if way == "session":
             await write(store, "acme", "lost")
         else:
             await store.run_sync("acme", "notes", lambda c: c.exec_driver_sql(
                 "INSERT INTO t VALUES ('lost')"))
+    assert raised.value.status == 503 and raised.value.retry_after == 1
+    assert isinstance(raised.value.__cause__, sqlcipher3.OperationalError)
     blocker.rollback()
     blocker.close()
     assert await read(store, "acme") == ["first"]  # nothing half-written
+    await store.close()
+
+
+async def test_a_connection_that_found_its_file_read_only_is_not_kept(tmp_path: Path,
+                                                                       master: MasterKey) -> None:
+    store = TenantStore(tmp_path, master)
+    await write(store, "acme", "first")
+    insert = "INSERT INTO t VALUES ('x')"
+    await store.run_sync("acme", "notes", lambda c: c.exec_driver_sql("SELECT 1").all())
+    handle = await store.open("acme", "notes")
+    assert handle._held is not None
+    # As if the file had been read-only when this connection met it: SQLITE_READONLY.
+    handle._held.connection.dbapi_connection.execute("PRAGMA query_only = 1")
+    with pytest.raises(sqlcipher3.OperationalError, match="readonly"):
+        await store.run_sync("acme", "notes", lambda c: c.exec_driver_sql(insert))
+    await store.run_sync("acme", "notes", lambda c: c.exec_driver_sql(insert))  # afresh
+    assert await read(store, "acme") == ["first", "x"]
+    await store.close()
+
+
+async def test_failed_and_cancelled_opens_leave_no_lock_behind(tmp_path: Path,
+                                                                master: MasterKey) -> None:
+    store = TenantStore(tmp_path, master)
+    for slug in ("../x", "A", "x" * 64):
+        with pytest.raises(InvalidArgument):
+            await store.open(slug, "notes")
+    gate = asyncio.Event()
+
+    class SlowLease:  # holds every open in its first step until let go
+        async def before_open(self, org: str, service: str, path: Path) -> None:
+            await gate.wait()
+
+        async def opened(self, org: str, service: str, path: Path) -> None: ...
+        def touched(self, org: str, service: str) -> None: ...
+        async def closed(self, org: str, service: str) -> None: ...
+
+    store.replicator = SlowLease()  # type: ignore[assignment]
+    waiting = [asyncio.create_task(store.open("acme", "notes")) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    assert len(store._locks) == 1
+    waiting[0].cancel()  # the one inside the lock
+    await asyncio.sleep(0)
+    gate.set()
+    assert len({id(h) for h in await asyncio.gather(*waiting[1:])}) == 1  # one handle
+    assert store._locks == {}
     await store.close()
 
 
