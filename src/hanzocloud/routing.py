@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
@@ -226,6 +227,8 @@ class IndexedRouter(Router):
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
+            methods: set[str] = set()  # of the routes whose path matched but method did not
+            partial = 0
             for r in self.candidates(route_path(scope)):
                 match, child_scope = r.matches(scope)
                 if match is Match.FULL:
@@ -234,4 +237,11 @@ class IndexedRouter(Router):
                     scope.update(child_scope)
                     await r.handle(scope, receive, send)
                     return
+                if match is Match.PARTIAL and isinstance(r, Route):
+                    partial += 1
+                    methods |= r.methods or set()
+            if partial > 1 and "app" in scope:
+                # Starlette answers from the first of them alone; `Allow` lists every method
+                # the path takes (one route per method is how routes are declared here).
+                raise HTTPException(405, headers={"Allow": ", ".join(sorted(methods))})
         await super().app(scope, receive, send)

@@ -139,3 +139,13 @@ async def test_any_path_same_outcome(segments: list[str], method: str) -> None:
 def test_route_path_strips_only_a_whole_mount_prefix(path: str, root_path: str,
                                                       expected: str) -> None:
     assert route_path({"path": path, "root_path": root_path}) == expected
+
+
+async def test_a_405_allows_every_method_the_path_takes() -> None:
+    _, indexed = _apps()
+    transport = httpx.ASGITransport(app=indexed)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        listed = await client.put("/v1/fast/api/items")  # GET on one route, POST on another
+        one = await client.put("/v1/fast/api/health")
+    assert listed.status_code == 405 and listed.headers["allow"] == "GET, HEAD, POST"
+    assert one.status_code == 405 and one.headers["allow"] == "GET, HEAD"

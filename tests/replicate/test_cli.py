@@ -136,3 +136,25 @@ def test_dev_replicates_under_the_data_dir(tmp_path: Path, flags: dict[str, obje
         assert settings.replicate_url is None
     else:
         assert settings.replicate_url is not None and expected in settings.replicate_url
+
+
+def test_a_restored_sidecar_that_does_not_open_is_one_error_line(
+        shipped: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from hanzocloud import keys
+    from hanzocloud.replicate.cli import run_restore
+
+    def not_ours(*_: object, **__: object) -> bytes:  # as for a sidecar of an older master
+        raise keys.KeyUnwrapError("wrapped under another master key")
+
+    monkeypatch.setattr(keys, "unwrap_dek", not_ours)
+    settings = make_settings(tmp_path / "data", kms_master_key_ref=f"file:{shipped['key']}",
+                             replicate_url=str(shipped["url"]), dev=False)
+    args = argparse.Namespace(org="acme", service="alpha", output=str(tmp_path / "o" / "a.db"),
+                              to=None, force=False)
+    assert run_restore(settings, args) == 1
+    err = capsys.readouterr().err
+    assert "key sidecar does not open: wrapped under another master key" in err
+    assert "Traceback" not in err

@@ -29,7 +29,7 @@ def _target(settings: Settings, org: str, service: str, output: str | None) -> P
 def run_restore(settings: Settings, args: argparse.Namespace) -> int:
     """Restore one database into the data dir (or `--output`) and check that it opens."""
     from hanzocloud.host import load_master
-    from hanzocloud.keys import unwrap_dek
+    from hanzocloud.keys import KeyUnwrapError, unwrap_dek
     from hanzocloud.replicate.crypto import SinkKeys
     from hanzocloud.replicate.errors import ChainError, SinkError
     from hanzocloud.replicate.restore import parse_moment, restore, set_aside
@@ -66,7 +66,13 @@ def run_restore(settings: Settings, args: argparse.Namespace) -> int:
         print(f"hanzocloud: error: {label} has nothing in {sink.url}"
               + (" at or before that moment" if at is not None else ""), file=sys.stderr)
         return 1
-    dek = unwrap_dek(master, org, args.service, target.with_name(target.name + ".dek").read_bytes())
+    try:
+        dek = unwrap_dek(master, org, args.service,
+                         target.with_name(target.name + ".dek").read_bytes())
+    except (KeyUnwrapError, OSError) as exc:  # a sidecar not ours, or none
+        print(f"hanzocloud: error: {label} restored to {target}, but its key sidecar does not "
+              f"open: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        return 1
     conn = connect_sqlcipher(target, dek)
     try:
         check = conn.execute("PRAGMA quick_check").fetchone()[0]
