@@ -147,5 +147,9 @@ async def test_a_405_allows_every_method_the_path_takes() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         listed = await client.put("/v1/fast/api/items")  # GET on one route, POST on another
         one = await client.put("/v1/fast/api/health")
-    assert listed.status_code == 405 and listed.headers["allow"] == "GET, HEAD, POST"
-    assert one.status_code == 405 and one.headers["allow"] == "GET, HEAD"
+    def allowed(r: httpx.Response) -> set[str]:
+        assert r.status_code == 405
+        return set(r.headers["allow"].split(", "))
+
+    assert allowed(listed) == {"GET", "HEAD", "POST"}
+    assert allowed(one) == {"GET", "HEAD"}
