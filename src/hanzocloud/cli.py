@@ -38,7 +38,8 @@ _HELP = {
     "dev": "development mode: create a local master key in the data dir",
     "body_limit": "largest request body accepted, in bytes",
     "header_limit": "largest request line and headers accepted, in bytes (beyond: 431)",
-    "header_timeout": "seconds a client has to send a request's line and headers (then 408)",
+    "header_timeout": "seconds a client has to send a request's line and headers (then 408), "
+                      "and the longest a request body may pause",
     "shutdown_timeout": "seconds to drain in-flight requests on SIGTERM",
     "tenant_cache_size": "most tenant databases kept open at once",
     "tenant_idle_seconds": "close a tenant database after this many idle seconds",

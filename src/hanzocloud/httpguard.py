@@ -5,8 +5,10 @@ a header of a hundred megabytes is gathered (and parsed, at a cost that grows fa
 its size) on the one event loop every listener shares, and a connection that sends half a
 head, or nothing, is kept open for ever. `guarded` gives the servers a protocol that answers
 431 once a head outgrows `limit` bytes, and 408 (or, before its first byte, just closes)
-once a head has taken `timeout` seconds; both close the connection. Bodies are bounded
-elsewhere (`hanzocloud.http.BodyLimit`), keep-alive idling by uvicorn's own timeout.
+once a head has taken `timeout` seconds; both close the connection. A body that stops
+arriving for `timeout` seconds closes the connection too (the app sees the client leave).
+Body sizes are bounded elsewhere (`hanzocloud.http.BodyLimit`), keep-alive idling by
+uvicorn's own timeout.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class GuardedHttp(HttpToolsProtocol):
         self._head_open = True  # the bytes arriving now belong to a request head
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_seen = 0.0  # when the last piece of the body arrived
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -42,6 +46,7 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._body_done()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -63,8 +68,16 @@ class GuardedHttp(HttpToolsProtocol):
         self._head_open = False
         self._disarm()
         super().on_headers_complete()
+        if any(name in (b"content-length", b"transfer-encoding") for name, _ in self.headers):
+            self._body_seen = self.loop.time()  # a body may follow: it must keep coming
+            self._body_timer = self.loop.call_later(self.head_timeout, self._body_stalled)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_seen = self.loop.time()
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._body_done()
         super().on_message_complete()
         self._head_open, self._head_bytes = True, 0  # what follows is the next head
 
@@ -96,6 +109,19 @@ class GuardedHttp(HttpToolsProtocol):
         self._refuse(_refusal(408, "request_timeout",
                               f"request line and headers not received within "
                               f"{self.head_timeout:g} seconds"))
+
+    def _body_done(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_stalled(self) -> None:
+        self._body_timer = None
+        idle = self.loop.time() - self._body_seen
+        if idle < self.head_timeout:
+            self._body_timer = self.loop.call_later(self.head_timeout - idle, self._body_stalled)
+        elif not self.transport.is_closing():
+            self.transport.close()  # the request's receive() reports the client gone
 
     def _refuse(self, response: bytes) -> None:
         self._disarm()

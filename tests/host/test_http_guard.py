@@ -105,3 +105,23 @@ def test_a_client_leaving_mid_body_is_logged_as_499(server_factory: Callable[...
     assert statuses == [499], statuses
     assert "unhandled_error" not in logged and "Traceback" not in logged
     assert httpx.get(f"{server.public}/v1/brand").status_code == 200
+
+
+def test_a_stalled_body_closes_the_connection_and_a_slow_one_does_not(
+        server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
+    server = _serve(server_factory, tmp_path, "--header-timeout=1")
+    head = (b"POST /v1/iam/oauth/token HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n")
+    started = time.monotonic()
+    with _connect(server.public) as stalled:
+        stalled.sendall(head % 1000 + b"grant_type")
+        assert _read_all(stalled) == b""  # hung up: nobody is left to answer
+    assert time.monotonic() - started < 9
+    body = b"grant_type=password&client_id=nope&username=a&password=b"
+    with _connect(server.public) as slow:  # never idle for a whole second, though slow
+        slow.sendall(head % len(body))
+        for i in range(0, len(body), 12):
+            time.sleep(0.5)
+            slow.sendall(body[i:i + 12])
+        status = int(slow.recv(65536)[9:12])
+    assert status in (400, 401), status  # read whole, and answered for what it says
