@@ -79,10 +79,15 @@ def _gave_up() -> Busy:
                 retry_after=1)
 
 
+def sqlite_code(exc: BaseException) -> int | None:
+    """SQLite's result code of a driver error, or of the one SQLAlchemy wraps."""
+    code = getattr(getattr(exc, "orig", None) or exc, "sqlite_errorcode", None)
+    return code if isinstance(code, int) else None
+
+
 def _stale_snapshot(exc: Exception) -> bool:
     """SQLITE_BUSY_SNAPSHOT: a transaction that read an older snapshot cannot write now."""
-    code = getattr(getattr(exc, "orig", None) or exc, "sqlite_errorcode", None)
-    return code == _BUSY_SNAPSHOT
+    return sqlite_code(exc) == _BUSY_SNAPSHOT
 
 
 class CancelledAfterCall(asyncio.CancelledError):
@@ -95,8 +100,7 @@ class CancelledAfterCall(asyncio.CancelledError):
 
 
 def _locked(exc: Exception) -> bool:
-    return (isinstance(exc, sqlcipher3.OperationalError)
-            and getattr(exc, "sqlite_errorcode", None) in _RETRYABLE)
+    return isinstance(exc, sqlcipher3.OperationalError) and sqlite_code(exc) in _RETRYABLE
 
 
 class InlineCursor:

@@ -34,7 +34,12 @@ from sqlalchemy.ext.asyncio import (
 
 from hanzocloud import metrics, sqlfunctions
 from hanzocloud.errors import InvalidArgument, Overloaded
-from hanzocloud.inline_sqlite import CancelledAfterCall, InlineConnection, patiently
+from hanzocloud.inline_sqlite import (
+    CancelledAfterCall,
+    InlineConnection,
+    patiently,
+    sqlite_code,
+)
 from hanzocloud.keys import KeyUnwrapError, MasterKey, lp, new_dek, unwrap_dek, wrap_dek
 
 log = structlog.get_logger("hanzocloud.storage")
@@ -135,22 +140,16 @@ def write_file_atomic(path: Path, data: bytes, *, exclusive: bool = False) -> bo
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
 
-def _sqlite_code(exc: BaseException) -> int | None:
-    """SQLite's result code of a driver error, or of the one SQLAlchemy wraps."""
-    code = getattr(getattr(exc, "orig", None) or exc, "sqlite_errorcode", None)
-    return code if isinstance(code, int) else None
-
-
 def is_busy(exc: BaseException) -> bool:
     """Whether a DB error means another connection holds the lock (worth a retry): its
     SQLite result code, extended codes included, is BUSY or LOCKED."""
-    code = _sqlite_code(exc)
+    code = sqlite_code(exc)
     return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
 def interrupted(exc: Exception) -> bool:
     """Whether `exc` is SQLite's "interrupted" (a transaction that outran its budget)."""
-    return isinstance(exc, OPERATIONAL_ERRORS) and _sqlite_code(exc) == _SQLITE_INTERRUPT
+    return isinstance(exc, OPERATIONAL_ERRORS) and sqlite_code(exc) == _SQLITE_INTERRUPT
 
 
 class Budget:
@@ -336,7 +335,7 @@ class TenantHandle:
         try:
             yield held
         except OPERATIONAL_ERRORS as exc:
-            code = _sqlite_code(exc)
+            code = sqlite_code(exc)
             if code is not None and code & 0xFF in _STALE_CONNECTION:
                 held.invalidate()  # the next inline transaction connects afresh
                 self._held = None

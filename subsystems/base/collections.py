@@ -7,6 +7,7 @@ validated (`util.NAME_RE`) before they reach any DDL, and SQLAlchemy quotes them
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
@@ -126,6 +127,11 @@ class Schema:
         self.prepared: dict[Hashable, Any] = {}
         # Row presenters (subsystems.base.records.presenter), by collection, admin, columns.
         self.presenters: dict[Hashable, Any] = {}
+
+    @functools.cached_property
+    def list_rules(self) -> tuple[str | None, ...]:
+        """Every collection's list rule (what a member's filter paths may pull in)."""
+        return tuple(c.rule("listRule") for c in self.by_id.values())
 
     def get(self, id_or_name: str) -> Collection:
         """The collection by name or id; 404 if missing."""

@@ -83,10 +83,12 @@ def _reached_rules(tx: Tx, *client: str) -> tuple[str | None, ...]:
     """The rules a member's `filter` or `sort` (`client`) may compile in besides its own:
     the list rules of the collections its paths reach (filter_sql.listable). They belong
     with the texts a prepared statement is keyed and cached by: one that reads
-    `@request.auth.*` makes the statement the caller's own."""
-    if tx.admin or not any(client):
+    `@request.auth.*` makes the statement the caller's own. Only a path reaches another
+    collection (`author.name`, `posts_via_author.x`, `@collection.c.x`), and every path
+    has a dot; a text without one pulls nothing in."""
+    if tx.admin or not any("." in text for text in client):
         return ()
-    return tuple(c.rule("listRule") for c in tx.schema.by_id.values())
+    return tx.schema.list_rules
 
 
 def _tuples(tx: Tx, key: Hashable, texts: tuple[str | None, ...],

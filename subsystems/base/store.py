@@ -178,7 +178,6 @@ class BaseStore:
         lock = self._locks.setdefault(org, asyncio.Lock())
         holder: list[Tx] = []
         request = REQUEST_SCOPE.get()
-        settled = asyncio.Event()
         fresh: list[bool] = []  # whether this transaction loaded (or created) the schema
 
         def run(conn: sa.Connection) -> T:
@@ -192,7 +191,7 @@ class BaseStore:
             except INTEGRITY_ERRORS as exc:
                 raise unique_violation(tx.schema, str(exc)) from None
             if tx.new_schema is not None:  # it commits next: hold reads until installed
-                self._settling[org] = settled
+                self._settling[org] = asyncio.Event()  # (this org's lock is ours: no other)
             return result
 
         def announce(_: Any) -> None:  # once committed, even if our caller was cancelled
@@ -218,9 +217,9 @@ class BaseStore:
                     self._schemas.pop(org, None)
                 raise
             finally:
-                if self._settling.get(org) is settled:
-                    del self._settling[org]
-                settled.set()
+                settling = self._settling.pop(org, None)
+                if settling is not None:
+                    settling.set()
 
 
 def unique_violation(schema: Schema, message: str) -> InvalidArgument:
