@@ -40,6 +40,8 @@ _HELP = {
     "header_limit": "largest request line and headers accepted, in bytes (beyond: 431)",
     "header_timeout": "seconds a client has to send a request's line and headers (then 408), "
                       "and the longest a request body may pause",
+    "trusted_proxies": "reverse proxies (comma list of IPs and CIDR networks) whose "
+                       "X-Forwarded-For and X-Forwarded-Proto name the client; default: none",
     "shutdown_timeout": "seconds to drain in-flight requests on SIGTERM",
     "tenant_cache_size": "most tenant databases kept open at once",
     "tenant_idle_seconds": "close a tenant database after this many idle seconds",

@@ -6,6 +6,7 @@ which the CLI prints before exiting with status 2.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tempfile
@@ -35,6 +36,7 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "body_limit": ("CLOUD_BODY_LIMIT", 10 * 1024 * 1024, "int"),
     "header_limit": ("CLOUD_HEADER_LIMIT", 64 * 1024, "int"),
     "header_timeout": ("CLOUD_HEADER_TIMEOUT", 30.0, "float"),
+    "trusted_proxies": ("CLOUD_TRUSTED_PROXIES", "", "str"),
     "shutdown_timeout": ("CLOUD_SHUTDOWN_TIMEOUT", 30.0, "float"),
     "tenant_cache_size": ("CLOUD_TENANT_CACHE_SIZE", 256, "int"),
     "tenant_idle_seconds": ("CLOUD_TENANT_IDLE_SECONDS", 300.0, "float"),
@@ -113,6 +115,7 @@ class Settings:
     ext_dir: Path | None = None
     ext_capabilities: str = ""
     ext_http_allow: str = ""
+    trusted_proxies: tuple[str, ...] = ()
     zap_addrs: Mapping[str, str] = field(default_factory=dict)
 
     def is_enabled(self, name: str) -> bool:
@@ -130,6 +133,21 @@ def parse_enable(text: str, known: Sequence[str] = SUBSYSTEM_NAMES) -> tuple[str
         raise ConfigError(f"--enable: unknown subsystem '{unknown[0]}'; valid names: "
                           f"{valid} (or 'all')")
     return tuple(n for n in known if n in names)
+
+
+def parse_proxies(text: str) -> tuple[str, ...]:
+    """`--trusted-proxies`: a comma list of IP addresses and CIDR networks, normalised
+    (`10.1.2.3/8` is `10.0.0.0/8`). Empty trusts no one."""
+    networks = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise ConfigError(f"--trusted-proxies: '{entry}' is not an IP address or a network "
+                              "(like 10.0.0.0/8 or fd00::/8)") from None
+    return tuple(dict.fromkeys(networks))
 
 
 def _coerce(name: str, kind: str, value: Any, origin: str) -> Any:
@@ -177,7 +195,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name not in OPTIONS:
             raise ConfigError(f"--config: unknown setting '{key}' in {path}")
-        if name == "enable" and isinstance(value, list):
+        if name in ("enable", "trusted_proxies") and isinstance(value, list):
             value = ",".join(str(v) for v in value)
         out[name] = value
     return out
@@ -214,6 +232,7 @@ def load_settings(
         else:
             merged[name] = _coerce(name, kind, default, "default")
     enabled = parse_enable(merged.pop("enable"), known)
+    merged["trusted_proxies"] = parse_proxies(merged["trusted_proxies"])
     for name in ("listen", "zap_listen", "health_listen", "admin_listen"):
         merged[name] = parse_address(merged[name], option=name)
     if merged["body_limit"] <= 0:

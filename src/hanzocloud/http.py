@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import ipaddress
 import itertools
 import re
 import secrets
@@ -107,6 +108,28 @@ def new_request_id() -> str:
 
 
 @functools.lru_cache(maxsize=4096)
+def _source(host: str) -> str:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:100]  # not an address (a unix socket, a proxy's odd value): as it is
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        # One subscriber holds a whole /64: per-address budgets would be endless there.
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def client_source(scope: Scope) -> str:
+    """Who a request comes from, for per-client budgets (anonymous rate limits, login
+    throttles, stream caps): the client's IPv4 address, or the /64 its IPv6 address lies in.
+    The client is the peer, or what a trusted proxy forwarded (`--trusted-proxies`)."""
+    client = scope.get("client")
+    return _source(client[0]) if client and client[0] else "unknown"
+
+
+@functools.lru_cache(maxsize=4096)
 def _series(subsystem: str, route: str, status: int) -> tuple[Any, Any]:
     # The labelled children of the request metrics: routes are templates, so few.
     return (metrics.REQUESTS.labels(subsystem, route, str(status)),
@@ -168,8 +191,10 @@ class RequestContext:
             counted, timed = _series(subsystem, route, status)
             counted.inc()
             timed.observe(duration)
+            client = scope.get("client")
             log.info("request", listener=self.listener, method=scope.get("method"),
                      route=route, subsystem=subsystem, status=status, org=identity.org or None,
+                     client=client[0] if client else None,
                      duration_ms=round(duration * 1000, 3))
             response_headers.reset(added_token)
             current_identity.reset(id_token)

@@ -66,7 +66,10 @@ def _uvicorn(app: Any, host: Host) -> _Server:
     config = uvicorn.Config(
         app, lifespan="off", access_log=False, log_config=None, server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout) or 1,
-        proxy_headers=False, date_header=True,
+        # Forwarding headers count only from the operator's own proxies (and then name the
+        # client: rate limits, login throttles, realtime caps and logs see it, not the proxy).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies), date_header=True,
         http=guarded(settings.header_limit, settings.header_timeout),
     )
     return _Server(config)

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from hanzocloud.errors import InvalidArgument
-from hanzocloud.http import JSONResponse
+from hanzocloud.http import JSONResponse, client_source
 from hanzocloud.identity import Identity, current_identity
 from hanzocloud.routing import decode_json, json_body, require_org
 from subsystems.base import collection_service, records
@@ -146,8 +146,7 @@ class Handlers:
 
     async def realtime_connect(self, request: Request) -> Response:
         """Open the SSE stream (PB_CONNECT first)."""
-        source = request.client.host if request.client else ""
-        client = self.broker.connect(current_identity.get(), source)
+        client = self.broker.connect(current_identity.get(), client_source(request.scope))
         return StreamingResponse(self.broker.stream(client), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})

@@ -22,7 +22,7 @@ from hanzocloud.errors import (
     SubsystemUnavailable,
     Unauthenticated,
 )
-from hanzocloud.http import error_response, response_headers
+from hanzocloud.http import client_source, error_response, response_headers
 from hanzocloud.identity import Identity, current_identity
 from hanzocloud.zap.gen.iam import Claims
 from subsystems.gateway.cache import TokenCache, Verified
@@ -224,9 +224,7 @@ class GatewayEdge:
         cls = route_class(scope["method"], scope["path"])
         limiter = self.state.limiter
         if verified is None:
-            client = scope.get("client")
-            return limiter.take(f"ip:{client[0] if client else 'unknown'}",
-                                cls if cls == "auth" else "anon")
+            return limiter.take(f"ip:{client_source(scope)}", cls if cls == "auth" else "anon")
         keys = verified.bucket_keys
         if len(keys) == 1:  # a user's token: the org's bucket only
             return limiter.take(keys[0], cls)

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from hanzocloud.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from hanzocloud.http import JSONResponse
+from hanzocloud.http import JSONResponse, client_source
 from hanzocloud.identity import current_identity
 from subsystems.iam import login
 from subsystems.iam.forms import (
@@ -50,8 +50,8 @@ def _with_params(uri: str, params: dict[str, str]) -> str:
 
 
 def client_ip(request: Request) -> str:
-    """The peer address (the host does not trust forwarding headers)."""
-    return request.client.host if request.client else "unknown"
+    """Who is logging in, for the login throttle (see `hanzocloud.http.client_source`)."""
+    return client_source(request.scope)
 
 
 class OAuthHandlers:
