@@ -124,6 +124,8 @@ def decode_json(raw: bytes | str, what: str = "request body") -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:  # a string whose bytes are not UTF-8
+        raise InvalidArgument(f"{what} is not valid JSON: a string is not UTF-8") from None
     except RecursionError:
         raise InvalidArgument(f"{what} is nested too deeply") from None
 

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hanzocloud.deps import Deps
 from hanzocloud.errors import (
     CloudError,
+    InvalidArgument,
     PermissionDenied,
     RateLimited,
     SubsystemUnavailable,
@@ -148,11 +149,12 @@ class GatewayEdge:
             return
         headers: list[tuple[bytes, bytes]] = []
         authorization = origin = None
-        preflight = False
+        preflight = twice = False
         for name, value in scope["headers"]:  # ASGI servers hand over lower-case names…
             if name[:1] in b"xX" and is_identity_header(name.lower()):  # …but never trust it
                 continue
             if name == b"authorization":
+                twice = authorization is not None
                 authorization = value
             elif name == b"origin":
                 origin = value
@@ -164,6 +166,8 @@ class GatewayEdge:
             await self._preflight(scope, receive, send, cors)
             return
         try:
+            if twice:  # which would speak for the request? Handlers read the first, say.
+                raise InvalidArgument("more than one Authorization header")
             verified = None
             if authorization is not None:
                 verified = self.state.cache.get(authorization, count=False)  # header as sent

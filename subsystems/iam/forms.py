@@ -65,7 +65,7 @@ def basic_credentials(request: Request) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # not base64, not ASCII, not UTF-8 inside
         raise OAuthError("invalid_client", "malformed Basic credentials", status=401) from None
     client_id, sep, secret = decoded.partition(":")
     if not sep:

@@ -22,7 +22,7 @@ from subsystems.iam.config import IamConfig
 from subsystems.iam.directory import Directory
 from subsystems.iam.models import App
 from subsystems.iam.passwords import Throttle
-from subsystems.iam.store import one, run
+from subsystems.iam.store import loads, one, run
 from subsystems.iam.tokens import Tokens
 
 Clock = Callable[[], float]
@@ -256,11 +256,13 @@ class Grants:
         except RateLimited as exc:
             raise OAuthError("temporarily_unavailable", exc.message, status=429,
                              retry_after=exc.retry_after) from None
+        # Counted as a failure before the (slow) verify, so attempts sent side by side each
+        # see the others; a success takes it back.
+        self.throttle.failure(account, f"ip:{ip}")
         user = await self.directory.authenticate(org, email, password)
         if user is None:
-            self.throttle.failure(account, f"ip:{ip}")
             return None
-        self.throttle.success(account)
+        self.throttle.success(account, f"ip:{ip}")
         return user
 
     async def _client_credentials(self, app: App, form: Mapping[str, str],
@@ -310,5 +312,14 @@ class Grants:
                 row = await one(s, "SELECT 1 FROM apps WHERE client_id = :c",
                                 c=str(claims["sub"]))
                 return row is None
-            row = await one(s, "SELECT disabled FROM users WHERE id = :u", u=str(claims["sub"]))
-            return row is None or bool(row["disabled"])
+            row = await one(s, "SELECT disabled, roles, is_admin FROM users WHERE id = :u",
+                            u=str(claims["sub"]))
+        if row is None or row["disabled"]:
+            return True
+        # A token speaks for the roles it was issued with: once the user's change, it is
+        # spent (a refresh issues one with the current roles), so a demotion takes effect
+        # at the next request, not when the token expires.
+        roles = claims.get("roles")
+        return (not isinstance(roles, list)
+                or sorted(map(str, roles)) != sorted(loads(row["roles"]))
+                or (claims.get("isAdmin") is True) != bool(row["is_admin"]))

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import html
+import re
 import secrets
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -41,10 +42,26 @@ def csrf_ok(key: bytes, cookie: str | None, token: str | None) -> bool:
     return hmac.compare_digest(csrf_token(key, cookie), token)
 
 
+_CSP_HOST = re.compile(r"[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+")  # a DNS name or an IP literal
+
+
+def _csp_origin(uri: str) -> str:
+    """The origin of `uri` as a CSP source (scheme, host, port; nothing else of the URI can
+    reach the header), or "" when it has none that is safe to name."""
+    try:
+        target = urlsplit(uri)
+        host, port = target.hostname or "", target.port
+    except ValueError:
+        return ""
+    if target.scheme not in ("http", "https") or not _CSP_HOST.fullmatch(host):
+        return ""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{target.scheme}://{shown}" + (f":{port}" if port is not None else "")
+
+
 def security_headers(redirect_uri: str) -> dict[str, str]:
     """No caching, no framing, and a CSP that lets the form post here and redirect back."""
-    target = urlsplit(redirect_uri)
-    origin = f"{target.scheme}://{target.netloc}" if target.netloc else ""
+    origin = _csp_origin(redirect_uri)
     return {
         "Cache-Control": "no-store",
         "X-Frame-Options": "DENY",

@@ -123,6 +123,14 @@ class Throttle:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def success(self, account_key: str) -> None:
-        """A successful login clears the account's counter (the IP's keeps decaying)."""
+    def success(self, account_key: str, *others: str) -> None:
+        """A successful login clears the account's counter, and takes back the attempt it
+        counted against each of `others` (the IP's earlier failures stay)."""
         self._entries.pop(account_key, None)
+        for key in others:
+            entry = self._entries.get(key)
+            if entry is not None:
+                if entry.count <= 1:
+                    del self._entries[key]
+                else:
+                    self._entries[key] = _Failures(entry.count - 1, entry.last)

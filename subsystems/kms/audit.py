@@ -46,6 +46,18 @@ class Entry:
     kind: str  # "secret" or "key"
     target: str
     version: int | None = None
+    outcome: str = "ok"  # what a batch whose items failed records instead (see `batch_outcome`)
+
+
+def batch_outcome(results: list[dict[str, Any]]) -> str:
+    """A batch's audit outcome: `ok`; the items' error code when every one failed (all
+    with that code); else `partial`."""
+    codes = {r["error"]["code"] for r in results if "error" in r}
+    if not codes:
+        return "ok"
+    if len(codes) == 1 and all("error" in r for r in results):
+        return str(codes.pop())
+    return "partial"
 
 
 _INSERT = text(
@@ -70,7 +82,7 @@ async def audited(db: KmsDb, org: str, entry: Entry, *,
     try:
         async with db.write(org, erase=erase) as session:
             yield session
-            await append(session, org, entry, "ok")
+            await append(session, org, entry, entry.outcome)
             await session.commit()
     except CloudError as exc:
         try:

@@ -280,6 +280,7 @@ class Transit:
                 return {"ciphertext": render(latest, blob), "key_version": latest}
 
             results = each(items, one, batch=batch)
+            entry.outcome = audit.batch_outcome(results)
         return results
 
     async def datakey(self, org: str, name: str, *, bits: int, with_plaintext: bool,

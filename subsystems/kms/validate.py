@@ -64,7 +64,12 @@ def secret_value(value: object) -> str:
     """A secret value: a string of at most 1 MiB (UTF-8); larger is 413."""
     if not isinstance(value, str):
         raise InvalidArgument("value must be a string", details={"field": "value"})
-    if len(value) > MAX_VALUE_BYTES or len(value.encode("utf-8")) > MAX_VALUE_BYTES:
+    try:
+        size = len(value.encode("utf-8")) if len(value) <= MAX_VALUE_BYTES else len(value)
+    except UnicodeEncodeError:  # a lone surrogate, from an in-process caller
+        raise InvalidArgument("value is not valid Unicode text",
+                              details={"field": "value"}) from None
+    if size > MAX_VALUE_BYTES:
         raise PayloadTooLarge(f"value is over the {MAX_VALUE_BYTES}-byte limit",
                               details={"field": "value", "limit": MAX_VALUE_BYTES})
     return value

@@ -99,6 +99,11 @@ BAD_AUTHORIZE = [
     ("unknown-client", {"client_id": "nope_1"}, 400, None),
     ("unregistered-redirect", {"redirect_uri": "https://evil.example/cb"}, 400, None),
     ("malformed-redirect", {"redirect_uri": "http://[::1/cb"}, 400, None),
+    # a loopback redirect may change its port, nothing else: no userinfo (which once reached
+    # the page's CSP header), no fragment (the code would land in it)
+    ("loopback-userinfo", {"redirect_uri": "http://x; script-src 'unsafe-inline' "
+                                           "@127.0.0.1:9999/callback"}, 400, None),
+    ("loopback-fragment", {"redirect_uri": "http://127.0.0.1:9999/callback#f"}, 400, None),
     ("no-pkce-for-public", {"code_challenge": ""}, 303, "invalid_request"),
     ("plain-pkce", {"code_challenge_method": "plain"}, 303, "invalid_request"),
     ("token-response-type", {"response_type": "token"}, 303, "unsupported_response_type"),

@@ -72,6 +72,20 @@ async def test_each_action_appends_one_row(kms: Kms, ready: str, method: str, ur
     assert SECRET not in str(after) and b64(SECRET) not in str(after)
 
 
+async def test_a_batch_records_whether_its_items_failed(kms: Kms, ready: str) -> None:
+    bad = {"ciphertext": "hz:v1:" + b64(b"0" * 40)}
+    outcomes = []
+    for batch in ([{"ciphertext": ready}] * 2, [bad] * 50, [{"ciphertext": ready}, bad]):
+        for action in ("decrypt", "rewrap"):
+            await kms.ok("POST", f"/transit/{action}/enc", json={"batch_input": batch})
+            row = (await rows(kms))[0]
+            outcomes.append((row["action"], row["version"], row["outcome"]))
+    assert outcomes == [("decrypt", None, "ok"), ("rewrap", None, "ok"),
+                        ("decrypt", None, "decryption_failed"),
+                        ("rewrap", None, "decryption_failed"),
+                        ("decrypt", None, "partial"), ("rewrap", None, "partial")]
+
+
 @pytest.mark.parametrize(("method", "url", "body"), [
     ("GET", "/secrets", None), ("GET", "/metadata/db/pw", None), ("GET", "/transit/keys", None),
     ("POST", "/transit/encrypt/enc", {"plaintext": b64("x")}),

@@ -116,6 +116,11 @@ CASES: list[tuple[str, str, str, dict[str, Any], int]] = [
     ("ref-upper-org", "GET", "/resolve?ref=kms://hanzo/ACME/known/path", {}, 400),
     ("ref-dotdot", "GET", "/resolve?ref=kms://hanzo/acme/../known/path", {}, 400),
     ("ref-empty-org", "GET", "/resolve?ref=kms://hanzo//known/path", {}, 400),
+    # JSON whose string bytes are not UTF-8; a data key size that is a float equal to one
+    ("body-not-utf8", "PUT", "/secrets/known/path",
+     {"content": b'{"value": "\xff"}', "headers": {"content-type": "application/json"}}, 400),
+    ("datakey-bits-float", "POST", "/transit/datakey/plaintext/enc", {"json": {"bits": 256.0}},
+     400),
 ]
 
 

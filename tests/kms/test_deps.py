@@ -128,6 +128,13 @@ async def test_bad_and_absent_references(client: KmsClient, ref: str,
     assert type(error) is expected
 
 
+async def test_a_value_that_is_not_unicode_text_is_400(cloud: Cloud) -> None:
+    local: Any = cloud.host.deps.kms  # only in process: no wire can carry a lone surrogate
+    with acting_as("acme"):
+        error = await _error(local.put_secret("kms://hanzo/acme/x/y", "a\ud800b"))
+    assert isinstance(error, InvalidArgument) and "Unicode" in error.message
+
+
 async def test_calls_need_an_identity(client: KmsClient) -> None:
     error = await _error(client.get_secret("kms://hanzo/acme/x"))
     assert isinstance(error, Unauthenticated) and error.status == 401

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import Any
 
 import pytest
+import structlog
 
 from hanzocloud.errors import (
     CloudError,
@@ -91,6 +93,96 @@ async def test_unexpected_exceptions_do_not_leak(echo_client: Any) -> None:
     with pytest.raises(CloudError) as info:
         await echo_client.fail("boom", "")
     assert info.value.code == "internal" and "secret" not in info.value.message
+
+
+class Unencodable(EchoService):
+    """Echo whose `echo` returns `reply` and whose `fail` raises `error`, as a test sets them."""
+
+    reply: object = None
+    error: CloudError = CloudError()
+
+    async def echo(self, text: str) -> Any:
+        return self.reply
+
+    async def fail(self, code: str, message: str) -> None:
+        raise self.error
+
+
+@pytest.fixture
+async def unencodable(kitchen: ModuleType) -> AsyncIterator[tuple[Unencodable, Any]]:
+    impl = Unencodable(kitchen)
+    server = ZapServer(key=KEY)
+    server.register("echo", kitchen.ECHO_METHODS, impl)
+    await server.start("127.0.0.1", 0)
+    try:
+        async with ZapChannel(f"127.0.0.1:{server.port}", key=KEY, pool_size=1) as channel:
+            yield impl, kitchen.EchoRpcClient(channel)
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "failure"),
+    [(object(), "TypeError"), (2**64, "OverflowError")],
+    ids=["object", "int_past_64_bits"],
+)
+async def test_a_reply_that_cannot_be_encoded_is_an_internal_error(
+    unencodable: tuple[Unencodable, Any], reply: object, failure: str
+) -> None:
+    impl, client = unencodable
+    impl.reply = reply
+    started = time.perf_counter()
+    with structlog.testing.capture_logs() as logs, pytest.raises(CloudError) as info:
+        await client.echo("x", timeout=5)
+    assert time.perf_counter() - started < 1.0  # answered at once, not at the deadline
+    assert (info.value.code, info.value.message) == ("internal", "internal error")
+    # Logged once, by type only: the result may hold data that must not reach the logs.
+    assert logs == [
+        {
+            "event": "zap.unencodable_reply",
+            "method": "echo.echo",
+            "error": failure,
+            "log_level": "error",
+        }
+    ]
+    assert await client.sleep(1) is True  # the connection still serves
+
+
+@pytest.mark.parametrize(
+    ("details", "failure"),
+    [({"n": 2**70}, "OverflowError"), ({1: "x"}, "ValidationError")],
+    ids=["int_past_64_bits", "non_text_key"],
+)
+async def test_error_details_that_cannot_be_sent_are_dropped(
+    unencodable: tuple[Unencodable, Any], details: dict[Any, Any], failure: str
+) -> None:
+    impl, client = unencodable
+    impl.error = PermissionDenied("not yours", details=details)
+    started = time.perf_counter()
+    with structlog.testing.capture_logs() as logs, pytest.raises(PermissionDenied) as info:
+        await client.fail("", "", timeout=5)
+    assert time.perf_counter() - started < 1.0
+    assert (info.value.message, info.value.details) == ("not yours", {})
+    assert logs == [
+        {
+            "event": "zap.unencodable_error",
+            "code": "permission_denied",
+            "error": failure,
+            "log_level": "error",
+        }
+    ]
+    assert await client.sleep(1) is True
+
+
+async def test_an_error_message_that_cannot_be_sent_is_an_internal_error(
+    unencodable: tuple[Unencodable, Any],
+) -> None:
+    impl, client = unencodable
+    impl.error = PermissionDenied("lone surrogate \ud800")
+    with pytest.raises(CloudError) as info:
+        await client.fail("", "", timeout=5)
+    assert (info.value.code, info.value.message) == ("internal", "internal error")
+    assert await client.sleep(1) is True
 
 
 async def test_identity_is_carried(echo_client: Any) -> None:

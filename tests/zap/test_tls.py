@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import ipaddress
 import ssl
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -75,5 +78,25 @@ async def test_tls_round_trip(tmp_path: Path, kitchen: ModuleType) -> None:
         async with ZapChannel(f"localhost:{server.port}", key=KEY, tls=untrusting) as channel:
             with pytest.raises(SubsystemUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
                 await kitchen.EchoRpcClient(channel).echo("x")
+    finally:
+        await server.close()
+
+
+async def test_a_peer_that_never_starts_tls_is_dropped_in_time(
+    tmp_path: Path, kitchen: ModuleType
+) -> None:
+    cert, key = self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    server = ZapServer(key=KEY, tls=server_ctx, handshake_timeout=0.3)
+    server.register("echo", kitchen.ECHO_METHODS, EchoService(kitchen))
+    await server.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)  # plain TCP
+        started = time.perf_counter()
+        with contextlib.suppress(ConnectionError):  # an abort may reset rather than close
+            assert await asyncio.wait_for(reader.read(), 5.0) == b""
+        assert time.perf_counter() - started < 1.5  # asyncio's own default is 60 s
+        writer.close()
     finally:
         await server.close()

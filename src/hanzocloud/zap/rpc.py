@@ -28,6 +28,7 @@ from hanzocloud.zap.wire import (
     NONCE_SIZE,
     PROTOCOL_VERSION,
     Challenge,
+    ErrorBody,
     FrameTooLarge,
     Hello,
     Kind,
@@ -68,6 +69,18 @@ class _Peer:
         self.writer.write(encode_frame(request_id, kind, body))
         with contextlib.suppress(ConnectionError):
             await self.writer.drain()
+
+
+def _error_reply(error: CloudError) -> bytes:
+    """`error` as a reply body; details the wire cannot carry are dropped so the code arrives."""
+    try:
+        return _encoder.encode(error_body(error))
+    except Exception as exc:  # details with huge ints or non-text keys; never log them
+        log.error("zap.unencodable_error", code=error.code, error=type(exc).__name__)
+    try:
+        return _encoder.encode(ErrorBody(error.code, error.message, {}, error.status))
+    except Exception:  # the message itself cannot be encoded (a lone surrogate, say)
+        return _encoder.encode(error_body(CloudError("internal error")))
 
 
 def _finished(peer: _Peer, request_id: int, task: asyncio.Task[None]) -> None:
@@ -118,7 +131,13 @@ class ZapServer:
     async def start(self, host: str = "0.0.0.0", port: int = 9653) -> None:
         """Listen on host:port (port 0 picks a free one; see `port`)."""
         self._server = await asyncio.start_server(
-            self._serve, host or None, port, ssl=self._tls, limit=2**16
+            self._serve,
+            host or None,
+            port,
+            ssl=self._tls,
+            # A peer that never finishes TLS is dropped as soon as one that never says hello.
+            ssl_handshake_timeout=self._handshake_timeout if self._tls else None,
+            limit=2**16,
         )
 
     async def close(self) -> None:
@@ -168,7 +187,7 @@ class ZapServer:
             self._connections.discard(task)
 
     async def _hang_up(self, writer: asyncio.StreamWriter, error: CloudError) -> None:
-        writer.write(encode_frame(0, Kind.ERROR, _encoder.encode(error_body(error))))
+        writer.write(encode_frame(0, Kind.ERROR, _error_reply(error)))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.drain(), 1.0)
 
@@ -217,7 +236,7 @@ class ZapServer:
                 raise _Refused(InvalidArgument(f"unexpected ZAP frame kind {kind}"))
             if request_id in peer.tasks:
                 error = InvalidArgument(f"request id {request_id} is already in flight")
-                await peer.send(request_id, Kind.ERROR, _encoder.encode(error_body(error)))
+                await peer.send(request_id, Kind.ERROR, _error_reply(error))
                 continue
             # Waiting here stops reading, so a flooding peer is slowed by TCP itself.
             await peer.slots.acquire()
@@ -229,10 +248,10 @@ class ZapServer:
         try:
             kind, reply = Kind.RESPONSE, await self._dispatch(body)
         except CloudError as exc:
-            kind, reply = Kind.ERROR, _encoder.encode(error_body(exc))
+            kind, reply = Kind.ERROR, _error_reply(exc)
         if len(reply) > self._max_frame:
             too_big = PayloadTooLarge(f"reply of {len(reply)} bytes exceeds the frame limit")
-            kind, reply = Kind.ERROR, _encoder.encode(error_body(too_big))
+            kind, reply = Kind.ERROR, _error_reply(too_big)
         await peer.send(request_id, kind, reply)
 
     async def _dispatch(self, body: bytes) -> bytes:
@@ -272,4 +291,9 @@ class ZapServer:
         if not isinstance(result, spec.result):
             log.error("zap.bad_result", method=where, got=type(result).__name__)
             raise CloudError("internal error")
-        return _encoder.encode(result)
+        try:
+            return _encoder.encode(result)
+        except Exception as exc:  # e.g. an object() or an int past 64 bits in a field
+            # Only the type: the result may hold tenant data, and so may the exception's text.
+            log.error("zap.unencodable_reply", method=where, error=type(exc).__name__)
+            raise CloudError("internal error") from None

@@ -163,8 +163,13 @@ def service_key(*, master_key: bytes | None, environ: Mapping[str, str] | None =
 
 
 def error_body(exc: CloudError) -> ErrorBody:
-    """The wire form of `exc`; details that are not plain data are sent as their str()."""
-    details = msgspec.msgpack.decode(msgspec.msgpack.encode(exc.details, enc_hook=str))
+    """The wire form of `exc`; details that are not plain data are sent as their str().
+
+    Raises when the details still cannot be sent: an int past 64 bits, or a key that is not
+    text (no client could decode it).
+    """
+    encoded = msgspec.msgpack.encode(exc.details, enc_hook=str)
+    details = msgspec.msgpack.decode(encoded, type=dict[str, Any])
     return ErrorBody(exc.code, exc.message, details, exc.status)
 
 

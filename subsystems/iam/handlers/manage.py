@@ -46,6 +46,17 @@ def _grantable(roles: Any) -> list[str]:
     return roles
 
 
+def _may_manage(target: User, verb: str) -> None:
+    """Nobody changes or removes a user who outranks them: one holding a role they lack, or
+    a platform admin (unless they are one too), whatever role that admin holds in the org."""
+    identity = current_identity.get()
+    if target.is_admin and not identity.is_admin:
+        raise PermissionDenied(f"you cannot {verb} a platform admin")
+    for role in target.roles:
+        if not has_role(identity, role):
+            raise PermissionDenied(f"you cannot {verb} a user who holds a higher role")
+
+
 def user_json(user: User) -> dict[str, Any]:
     """A user as the API shows it."""
     return {"id": user.id, "email": user.email, "name": user.name, "roles": list(user.roles),
@@ -130,9 +141,7 @@ class ManageHandlers:
         if "isAdmin" in body and not current_identity.get().is_admin:
             raise PermissionDenied("only the platform admin can change isAdmin")
         target = await self.s.directory.get_user(org, request.path_params["id"])
-        for role in target.roles:  # nobody edits a user who outranks them
-            if not has_role(current_identity.get(), role):
-                raise PermissionDenied("you cannot change a user who holds a higher role")
+        _may_manage(target, "change")
         roles = _grantable(body["roles"]) if "roles" in body else None
         user = await self.s.directory.update_user(
             org, target.id, name=body.get("name"), roles=roles, disabled=body.get("disabled"),
@@ -145,9 +154,7 @@ class ManageHandlers:
         """Remove a user of the org and end their sessions."""
         org = require_org()
         target = await self.s.directory.get_user(org, request.path_params["id"])
-        for role in target.roles:
-            if not has_role(current_identity.get(), role):
-                raise PermissionDenied("you cannot remove a user who holds a higher role")
+        _may_manage(target, "remove")
         await self.s.directory.delete_user(org, target.id)
         await self.s.notify_revoked({"kind": "user", "org": org, "id": target.id})
         return Response(status_code=204)

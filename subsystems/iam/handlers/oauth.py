@@ -37,6 +37,8 @@ def redirect_allowed(app: App, uri: str) -> bool:
         return False
     if got.scheme != "http" or got.hostname not in ("127.0.0.1", "localhost", "::1"):
         return False
+    if "@" in got.netloc or got.fragment or "#" in uri:  # userinfo, or a fragment: never
+        return False
     for registered in app.redirect_uris:
         want = urlsplit(registered)
         if (want.scheme, want.hostname, want.path, want.query) == \
@@ -251,17 +253,30 @@ class OAuthHandlers:
         except OAuthError as exc:
             raise InvalidArgument(exc.description) from None
         claims = await self._session_claims(request, params.get("id_token_hint"))
+        session_client = str((claims or {}).get("azp") or "")
+        client_id = params.get("client_id")
+        if client_id and claims is not None and client_id != session_client:
+            raise InvalidArgument("client_id is not the client the session's token was issued to")
+        target = params.get("post_logout_redirect_uri")
+        app = None
+        if target:
+            # Only back to the client whose session ends, at an address it registered: a
+            # bare client_id proves nothing (OIDC RP-Initiated Logout §3), and would make
+            # this an open redirect for anyone able to register a client.
+            if claims is None:
+                raise InvalidArgument("post_logout_redirect_uri needs an id_token_hint (or the "
+                                      "session's bearer token)")
+            app = await self.service.clients.find_app(session_client)
+            if app is None or app.org != claims.get("owner") or target not in app.redirect_uris:
+                raise InvalidArgument("post_logout_redirect_uri is not registered for the client")
+        ended = False
         if claims is not None and claims.get("sid"):
             await self.service.grants.revoke_family(str(claims["owner"]), str(claims["sid"]))
-        target = params.get("post_logout_redirect_uri")
+            ended = True
         if target:
-            client_id = params.get("client_id") or (claims or {}).get("azp", "")
-            app = await self.service.clients.find_app(str(client_id)) if client_id else None
-            if app is None or target not in app.redirect_uris:
-                raise InvalidArgument("post_logout_redirect_uri is not registered for the client")
             extra = {"state": params["state"]} if params.get("state") else {}
             return RedirectResponse(_with_params(target, extra) if extra else target, 303)
-        return JSONResponse({"loggedOut": claims is not None})
+        return JSONResponse({"loggedOut": ended})
 
     async def _session_claims(self, request: Request, hint: str | None) -> dict[str, Any] | None:
         tokens = self.service.tokens
@@ -269,8 +284,11 @@ class OAuthHandlers:
             if hint:
                 claims = await self._decode_id_token(hint)
             else:
-                header = request.headers.get("authorization", "")
-                bearer = header[7:].strip() if header[:7].lower() == "bearer " else ""
+                header = request.headers.get("authorization", "").strip()
+                scheme, _, rest = header.partition(" ")
+                # "Bearer <jwt>", or the bare JWT the gateway also accepts
+                bearer = rest.strip() if scheme.lower() == "bearer" else (
+                    header if header.count(".") == 2 and not rest else "")
                 if not bearer:
                     return None
                 claims = await tokens.decode(bearer)

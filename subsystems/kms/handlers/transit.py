@@ -141,7 +141,7 @@ class TransitHandlers:
         name = _name(request)
         body = await body_object(request, ("bits", "associated_data"), empty_ok=True)
         bits = body.get("bits", 256)
-        if bits not in DATAKEY_BITS or isinstance(bits, bool):
+        if type(bits) is not int or bits not in DATAKEY_BITS:  # not 256.0, not true
             raise InvalidArgument("bits must be 128, 256 or 512", details={"field": "bits"})
         aad = validate.b64decode(body.get("associated_data"), field="associated_data",
                                  required=False)
