@@ -14,7 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hanzocloud.errors import InvalidArgument
-from hanzocloud.ext import ExtensionNotFound, InstalledModule, build_envelope, build_response
+from hanzocloud.ext import (
+    ExtensionNotFound,
+    InstalledModule,
+    build_envelope,
+    build_response,
+    parse_manifest,
+)
+from hanzocloud.ext.manifest import MANIFEST_FILE
 from hanzocloud.extensions import Extensions
 from hanzocloud.http import JSONResponse
 from hanzocloud.identity import current_identity
@@ -47,13 +54,15 @@ def extension_routes(ext: Extensions) -> list[PolicyRoute]:
             wasm = base64.b64decode(body["wasm"], validate=True)
         except (binascii.Error, ValueError):
             raise InvalidArgument("'wasm' is not valid base64") from None
-        module_file = body["manifest"].get("module")
-        if not isinstance(module_file, str) or "/" in module_file or module_file.startswith("."):
-            raise InvalidArgument("manifest.module must be a plain file name")
+        # Validated before anything touches the disk: `module` becomes a file name there.
+        manifest = parse_manifest(body["manifest"], source="manifest")
+        # Refused now, not at the next request: a module the operator does not allow would
+        # only ever fail to load.
+        ext.runtime.check_policy(manifest)
         staging = Path(tempfile.mkdtemp(prefix="ext-upload-"))
         try:
-            (staging / "extension.json").write_text(json.dumps(body["manifest"]))
-            (staging / module_file).write_bytes(wasm)
+            (staging / MANIFEST_FILE).write_text(json.dumps(body["manifest"]))
+            (staging / manifest.module).write_bytes(wasm)
             replace = request.query_params.get("replace") in ("1", "true")
             item = ext.store.install(org, staging, replace=replace)
             ext.invalidate(org)

@@ -21,6 +21,7 @@ from hanzocloud.errors import ConfigError
 from hanzocloud.ext import (
     ExtensionRuntime,
     HookResult,
+    InvalidExtension,
     LoadedModule,
     ModuleStore,
     module_endpoint,
@@ -170,10 +171,16 @@ class Extensions:
         stamp = self._stamp(org)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        latest: dict[str, LoadedModule] = {}
-        for item in self.store.list(org):
-            latest[item.manifest.name] = self.load_dir(item.directory)
-        modules = list(latest.values())
+        # `list` sorts each name's versions in order, so the highest one wins.
+        latest = {item.manifest.name: item for item in self.store.list(org)}
+        modules: list[LoadedModule] = []
+        for item in latest.values():
+            try:
+                modules.append(self.load_dir(item.directory))
+            except InvalidExtension as exc:
+                # One module that no longer loads (the operator narrowed its policy, say)
+                # must not fail every request of its org, module management included.
+                log.warning("extension_skipped", org=org, module=item.ref, error=exc.message)
         self._org_cache[org] = (stamp, modules)
         return modules
 

@@ -192,17 +192,24 @@ def test_build_response(examples: dict[str, LoadedModule], output: dict[str, Any
 
 @pytest.mark.parametrize(
     ("output", "fragment"),
-    [({"status": "200"}, "status must be an integer from 100 to 599"),
+    [({"status": "200"}, "status must be an integer from 200 to 599"),
      ({"status": 600}, "status must be an integer"),
      ({"status": 99}, "status must be an integer"),
+     ({"status": 101}, "status must be an integer from 200 to 599, got 101"),
+     ({"status": 199}, "status must be an integer from 200 to 599, got 199"),
      ({"status": True}, "status must be an integer"),
      ({"headers": ["x"]}, "headers must be an object"),
      ({"headers": {"x-n": 1}}, "header 'x-n' must have a token name and a string value"),
      ({"headers": {"bad name": "v"}}, "header 'bad name' must have a token name"),
      ({"headers": {"x-i": "a\r\nset-cookie: x=1"}}, "header 'x-i' contains a control character"),
+     ({"headers": {"x-c": "a\u0001b"}}, "header 'x-c' contains a control character"),
+     ({"headers": {"x-d": "a\x7fb"}}, "header 'x-d' contains a control character"),
+     ({"headers": {"x-u": "snow \u2603"}}, "header 'x-u' contains a control character or "
+                                           "a character outside Latin-1"),
+     ({"headers": {"x-\u00e9": "v"}}, "must have a token name"),
      ({"status": 200, "extra": 1}, "unknown field 'extra'")],
-    ids=["string-status", "600", "99", "bool", "list-headers", "int-header", "bad-name",
-         "crlf", "unknown-field"],
+    ids=["string-status", "600", "99", "101", "199", "bool", "list-headers", "int-header",
+         "bad-name", "crlf", "control", "del", "non-latin-1", "non-token-name", "unknown-field"],
 )
 def test_build_response_rejects_malformed_output(examples: dict[str, LoadedModule],
                                                  output: dict[str, Any], fragment: str) -> None:

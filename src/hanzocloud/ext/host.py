@@ -3,14 +3,16 @@
 Each import is linked into an instance only when its capability was both requested by the
 manifest and allowed by the operator. Imports never let a Python exception escape except
 `HostAbort`, which records the reason on the call state first and so ends the call with
-a clear `host_error`.
+a clear `host_error` (or the guest's own trap, or a timeout).
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 import structlog
@@ -33,6 +35,9 @@ KV_STORE_FAILED = -3
 _I32 = wasmtime.ValType.i32()
 _I64 = wasmtime.ValType.i64()
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 
 class HostAbort(Exception):
     """Raised inside a host import to stop the guest; the reason is on the CallState."""
@@ -47,6 +52,8 @@ class CallState:
     deadline: float = 0.0
     log_lines: int = 0
     fault: str | None = None
+    trap: wasmtime.Trap | wasmtime.WasmtimeError | None = None
+    timed_out: bool = False
     exports: GuestExports | None = None
 
     def begin(self, timeout_s: float) -> None:
@@ -54,11 +61,44 @@ class CallState:
         self.deadline = time.monotonic() + timeout_s
         self.log_lines = 0
         self.fault = None
+        self.trap = None
+        self.timed_out = False
 
     def abort(self, reason: str) -> HostAbort:
         """Record why the guest is being stopped and return the exception to raise."""
         self.fault = reason
         return HostAbort(reason)
+
+    def expire(self) -> HostAbort:
+        """Record that the call's deadline passed inside a host import."""
+        self.timed_out = True
+        return HostAbort("the call's deadline passed")
+
+
+def _guarded(state: CallState, name: str, func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """`func`, letting no exception but HostAbort out.
+
+    wasmtime-py parks whatever a host import raises in a process-wide global, and the next
+    failing instantiation in any thread, for any org, raises it again: a stray exception
+    would reach another org. A trap of the guest's own `alloc` (called back from the
+    import) is kept on the state, so the call fails as that trap (fuel, timeout, ...).
+    """
+
+    @functools.wraps(func)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(*args, **kwargs)
+        except HostAbort:
+            raise
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            state.trap = exc
+            raise HostAbort(f"{name}: the guest trapped") from None
+        except Exception as exc:
+            log.warning("extension_host_import_failed", module=state.module, org=state.org,
+                        host_import=name, error=repr(exc))
+            raise state.abort(f"{name}: internal error ({type(exc).__name__})") from None
+
+    return guarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +153,7 @@ def define_imports(
         log.info("extension_log", module=state.module, org=state.org, message=text)
 
     linker.define_func(IMPORT_MODULE, "log", wasmtime.FuncType([_I32, _I32], []),
-                       host_log, access_caller=True)
+                       _guarded(state, "log", host_log), access_caller=True)
 
     if CAPABILITY_KV in capabilities and services.kv is not None:
         kv = services.kv
@@ -156,10 +196,10 @@ def define_imports(
             return KV_OK
 
         linker.define_func(IMPORT_MODULE, "kv_get", wasmtime.FuncType([_I32, _I32], [_I64]),
-                           kv_get, access_caller=True)
+                           _guarded(state, "kv_get", kv_get), access_caller=True)
         linker.define_func(IMPORT_MODULE, "kv_set",
                            wasmtime.FuncType([_I32, _I32, _I32, _I32], [_I32]),
-                           kv_set, access_caller=True)
+                           _guarded(state, "kv_set", kv_set), access_caller=True)
 
     if CAPABILITY_HTTP in capabilities and services.fetcher is not None:
         fetcher = services.fetcher
@@ -173,7 +213,9 @@ def define_imports(
                 answer: dict[str, Any] = {"error": f"request is not valid JSON: {exc}"}
             else:
                 answer = fetcher.fetch(request, deadline=state.deadline)
+                if time.monotonic() >= state.deadline:
+                    raise state.expire()
             return _give(caller, state, "http_fetch", msgspec.json.encode(answer))
 
         linker.define_func(IMPORT_MODULE, "http_fetch", wasmtime.FuncType([_I32, _I32], [_I64]),
-                           http_fetch, access_caller=True)
+                           _guarded(state, "http_fetch", http_fetch), access_caller=True)

@@ -24,6 +24,9 @@ HIDDEN_REQUEST_HEADERS = frozenset({"authorization", "cookie", "proxy-authorizat
 # Framing is the server's business; a guest cannot set these.
 HOST_MANAGED_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# What HTTP allows in a field value: visible ASCII, space, tab and the bytes 0x80-0xff
+# (sent as Latin-1, so UTF-8 text a client sent passes back unchanged).
+_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 def _is_json(content_type: str) -> bool:
@@ -85,8 +88,9 @@ def build_response(module: LoadedModule, export: str, output: dict[str, Any]) ->
     if unknown:
         raise bad(f"unknown field {unknown[0]!r} (expected status, headers, body)")
     status = output.get("status", 200)
-    if type(status) is not int or not 100 <= status <= 599:
-        raise bad(f"status must be an integer from 100 to 599, got {status!r}")
+    # A 1xx is not a final answer: sent as one, it leaves the client waiting for the real one.
+    if type(status) is not int or not 200 <= status <= 599:
+        raise bad(f"status must be an integer from 200 to 599, got {status!r}")
     headers = output.get("headers") or {}
     if not isinstance(headers, dict):
         raise bad("headers must be an object of strings")
@@ -94,13 +98,14 @@ def build_response(module: LoadedModule, export: str, output: dict[str, Any]) ->
     for name, value in headers.items():
         if not isinstance(value, str) or not _TOKEN_RE.fullmatch(name):
             raise bad(f"header {name!r} must have a token name and a string value")
-        if "\r" in value or "\n" in value or "\0" in value:
-            raise bad(f"header {name!r} contains a control character")
+        if not _VALUE_RE.fullmatch(value):
+            raise bad(f"header {name!r} contains a control character or a character "
+                      f"outside Latin-1")
         if name.lower() not in HOST_MANAGED_RESPONSE_HEADERS:
-            clean[name.lower()] = value
+            clean[name.lower()] = value.strip(" \t")
     body = output.get("body")
     content: bytes
-    if body is None or status < 200 or status in (204, 304):
+    if body is None or status in (204, 304):
         content, media_type = b"", None
     elif isinstance(body, str):
         content, media_type = body.encode(), "text/plain; charset=utf-8"

@@ -14,7 +14,7 @@ from hanzocloud.ext.host import CallState, HostAbort, HostServices, define_impor
 from hanzocloud.ext.limits import WASM_PAGE, Limits
 from hanzocloud.ext.manifest import Manifest
 
-# Where wasmtime-py parks a host import's exception; we clear our own from it.
+# Where wasmtime-py parks a host import's exception; cleared after every call.
 _wasmtime_func: Any = getattr(wasmtime, "_func", None)
 
 
@@ -48,10 +48,10 @@ def _trap_reason(exc: Exception) -> str:
 
 
 def _clear_host_exception() -> None:
-    # wasmtime-py keeps a host import's exception in a module global; only ours ever get
-    # there (imports never raise anything else), so dropping a HostAbort is always safe.
-    last = getattr(_wasmtime_func, "LAST_EXCEPTION", None)
-    if isinstance(last, HostAbort):
+    # wasmtime-py keeps a host import's exception in a process-wide global until some later
+    # failing call re-raises it, in whatever thread and org that is. Every call records its
+    # own failure on its CallState, so nothing ever needs the global: drop it, always.
+    if getattr(_wasmtime_func, "LAST_EXCEPTION", None) is not None:
         _wasmtime_func.LAST_EXCEPTION = None
 
 
@@ -81,10 +81,12 @@ class GuestInstance:
         self._arm()
         try:
             instance = linker.instantiate(self.store, module.compiled)
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+        except Exception as exc:  # wasmtime may re-raise a stale host exception of any type
             failure = self._failure(exc, "", instantiating=True)
             self.store.close()
             raise failure from None
+        finally:
+            _clear_host_exception()
         self.exports = GuestExports(self.store, instance, module.manifest)
         self.state.exports = self.exports
 
@@ -123,8 +125,10 @@ class GuestInstance:
                 raise self._oom(export) from None
             raise ExtensionFailed(f"extension {ref} export {export!r}: {exc}",
                                   module=ref, export=export, cause="abi") from None
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+        except (wasmtime.Trap, wasmtime.WasmtimeError, HostAbort) as exc:
             raise self._failure(exc, export) from None
+        finally:
+            _clear_host_exception()
 
     def _memory_exhausted(self) -> bool:
         try:
@@ -142,15 +146,16 @@ class GuestInstance:
 
     def _failure(self, exc: Exception, export: str, *,
                  instantiating: bool = False) -> ExtensionError:
-        """Turn a wasmtime trap or error into an ExtensionError naming module and cause."""
-        _clear_host_exception()
-        ref, limits = self.module.ref, self.limits
+        """Turn a failed instantiation or call into an ExtensionError naming module and cause."""
+        ref, limits, state = self.module.ref, self.limits, self.state
         where = f"extension {ref} " + ("instantiation" if instantiating else f"export {export!r}")
+        if state.trap is not None:  # the guest's alloc trapped inside a host import
+            exc = state.trap
         code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
-        if self.state.fault is not None:
-            return ExtensionFailed(f"{where}: host call failed: {self.state.fault}",
+        if state.fault is not None:
+            return ExtensionFailed(f"{where}: host call failed: {state.fault}",
                                    module=ref, export=export, cause="host_error")
-        if code == wasmtime.TrapCode.INTERRUPT:
+        if code == wasmtime.TrapCode.INTERRUPT or state.timed_out:
             return ExtensionTimeout(f"{where}: timed out after {limits.timeout_s:g}s",
                                     module=ref, export=export, cause="timeout")
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
@@ -162,8 +167,10 @@ class GuestInstance:
             return ExtensionFailed(f"{where}: stack overflow", module=ref, export=export,
                                    cause="stack_overflow")
         cause = "instantiate" if instantiating else "trap" if code is not None else "error"
-        return ExtensionFailed(f"{where}: {_trap_reason(exc)}", module=ref, export=export,
-                               cause=cause)
+        # Anything but wasmtime's own error may be another call's exception: never show it.
+        reason = (_trap_reason(exc) if isinstance(exc, (wasmtime.Trap, wasmtime.WasmtimeError))
+                  else "failed")
+        return ExtensionFailed(f"{where}: {reason}", module=ref, export=export, cause=cause)
 
     def close(self) -> None:
         """Free the store and everything in it."""

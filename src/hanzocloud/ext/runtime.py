@@ -23,7 +23,7 @@ from hanzocloud.ext.host import HostServices
 from hanzocloud.ext.instance import GuestInstance, LoadedModule
 from hanzocloud.ext.kv import KvStore, MemoryKvStore
 from hanzocloud.ext.limits import KNOWN_CAPABILITIES, Limits
-from hanzocloud.ext.manifest import load_manifest
+from hanzocloud.ext.manifest import Manifest, load_manifest
 from hanzocloud.ext.workers import WorkerPool
 
 SUPPORTED_RUNTIMES = frozenset({"wasm"})
@@ -100,17 +100,7 @@ class ExtensionRuntime:
         directory = Path(directory)
         manifest = load_manifest(directory)
         ref = manifest.ref
-        if manifest.runtime not in self.allowed_runtimes:
-            raise InvalidExtension(
-                f"extension {ref}: runtime {manifest.runtime!r} is not allowed here "
-                f"(allowed: {', '.join(self.allowed_runtimes) or 'none'})",
-                module=ref, cause="runtime")
-        denied = sorted(set(manifest.capabilities) - self.allowed_capabilities)
-        if denied:
-            raise InvalidExtension(
-                f"extension {ref}: capability {denied[0]!r} is not allowed by the operator "
-                f"(allowed: {', '.join(sorted(self.allowed_capabilities)) or 'none'})",
-                module=ref, cause="capability")
+        self.check_policy(manifest)
         path = directory / manifest.module
         try:
             size = path.stat().st_size
@@ -129,6 +119,21 @@ class ExtensionRuntime:
         check_module(compiled, manifest)
         return LoadedModule(manifest=manifest, directory=directory, sha256=digest,
                             capabilities=frozenset(manifest.capabilities), compiled=compiled)
+
+    def check_policy(self, manifest: Manifest) -> None:
+        """Raise InvalidExtension unless the operator allows the runtime and capabilities."""
+        ref = manifest.ref
+        if manifest.runtime not in self.allowed_runtimes:
+            raise InvalidExtension(
+                f"extension {ref}: runtime {manifest.runtime!r} is not allowed here "
+                f"(allowed: {', '.join(self.allowed_runtimes) or 'none'})",
+                module=ref, cause="runtime")
+        denied = sorted(set(manifest.capabilities) - self.allowed_capabilities)
+        if denied:
+            raise InvalidExtension(
+                f"extension {ref}: capability {denied[0]!r} is not allowed by the operator "
+                f"(allowed: {', '.join(sorted(self.allowed_capabilities)) or 'none'})",
+                module=ref, cause="capability")
 
     def _compile(self, ref: str, digest: str, wasm: bytes) -> wasmtime.Module:
         with self._lock:
