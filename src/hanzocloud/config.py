@@ -250,6 +250,11 @@ def load_settings(
     for name in ("replicate_wal_hours", "replicate_snapshot_days", "replicate_lease_seconds"):
         if merged[name] <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
+    if merged["replicate_snapshot_days"] * 24 < merged["replicate_wal_hours"]:
+        # A point-in-time restore starts from a snapshot taken before the moment.
+        raise ConfigError("--replicate-snapshot-days must cover --replicate-wal-hours (snapshots "
+                          "kept for less time than WAL leave restores inside the WAL window "
+                          "nothing to start from)")
     if not merged["dev"] and not merged["kms_master_key_ref"]:
         raise ConfigError("no master key: pass --kms-master-key-ref=env:VAR|file:PATH|kms://… "
                           "(or CLOUD_KMS_MASTER_KEY_REF), or --dev for a local development key")

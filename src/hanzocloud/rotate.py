@@ -105,7 +105,7 @@ def _hold_shared(data_dir: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def _exclusive(data_dir: Path) -> Iterator[None]:
+def exclusive(data_dir: Path, *, then: str = "rerun the rotation") -> Iterator[None]:
     """Hold the data dir's keys alone, or refuse at once if any other process uses them."""
     key = data_dir.resolve()
     own = _SHARED.pop(key, None)  # this process used the data dir itself: convert its lock
@@ -114,7 +114,7 @@ def _exclusive(data_dir: Path) -> Iterator[None]:
         _back_to_shared(key, fd, own)
         raise ConfigError(f"a server or tool is using {data_dir} (it holds "
                           f"{data_dir / LOCK_FILE}); stop every hanzocloud process on this "
-                          "data dir first, then rerun the rotation")
+                          f"data dir first, then {then}")
     try:
         yield
     finally:
@@ -239,7 +239,7 @@ def rotate_master(
     """Rewrap every sidecar from `old` to `new`; safe to rerun after a crash."""
     if old.fingerprint == new.fingerprint:
         raise ConfigError("the new master key is the same as the current one")
-    with _exclusive(data_dir):
+    with exclusive(data_dir):
         return _rotate(data_dir, old, new, after_each)
 
 

@@ -58,13 +58,15 @@ KEY = base64.b64encode(b"k" * 32).decode()
         (["--dev"], {"CLOUD_HEADER_TIMEOUT": "0"}, "--header-timeout must be a positive"),
         (["--dev"], {"CLOUD_TRUSTED_PROXIES": "10.0.0.0/8,lb.internal"},
          "--trusted-proxies: 'lb.internal' is not an IP address"),
+        (["--dev", "--replicate-snapshot-days=1"], {}, "--replicate-snapshot-days must cover"),
     ],
     ids=["unknown-subsystem", "listen-no-port", "listen-port-range", "health-listen-bad",
          "no-master-key", "env-key-missing", "key-not-base64", "key-wrong-length",
          "key-file-missing", "key-ref-malformed", "kms-ref-needs-remote", "unknown-brand",
          "bad-int", "unknown-flag", "env-listen-bad", "unknown-ext-capability",
          "negative-read-budget", "negative-write-budget", "tiny-header-limit",
-         "zero-header-timeout", "bad-trusted-proxy"],
+         "zero-header-timeout", "bad-trusted-proxy",
+         "snapshots-shorter-than-wal"],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path: Path, args: list[str], env: dict[str, str],
                                           message: str) -> None:

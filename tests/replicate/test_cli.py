@@ -96,6 +96,11 @@ REFUSALS = [
     ("nothing-shipped", ["--org=initech", "--service=alpha"], True, 1, "has nothing"),
     ("before-history", ["--org=acme", "--service=alpha", "--to=1000"], True, 1, "has nothing"),
     ("missing-org", ["--service=alpha"], True, 2, "--org"),
+    ("empty-org", ["--org=", "--service=alpha"], True, 2, "--org: empty"),
+    ("nan-moment", ["--org=acme", "--service=alpha", "--to=nan"], True, 2,
+     "neither unix seconds"),
+    ("infinite-moment", ["--org=acme", "--service=alpha", "--to=1e400"], True, 2,
+     "neither unix seconds"),
 ]
 
 
@@ -110,6 +115,98 @@ def test_refusals(tmp_path: Path, shipped: dict[str, object], args: list[str], w
     assert result.returncode == status, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o" / "x.db").exists()
+
+
+def test_output_must_be_a_file_path(tmp_path: Path, shipped: dict[str, object]) -> None:
+    flags = shipped["flags"]
+    assert isinstance(flags, list)
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    (tmp_path / "a-file").write_text("x")
+    for output, message in ((folder, "is a directory"), (tmp_path / "a-file" / "x.db",
+                                                         "cannot create")):
+        result = run_cli("replicate", "restore", "--org=acme", "--service=alpha", "--force",
+                         f"--output={output}", *flags)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert folder.is_dir() and (tmp_path / "a-file").read_text() == "x"
+
+
+def _data_file(shipped: dict[str, object]) -> Path:
+    flags = shipped["flags"]
+    assert isinstance(flags, list)
+    assert run_cli("replicate", "restore", "--org=acme", "--service=alpha", *flags).returncode == 0
+    data = Path(next(f for f in flags if f.startswith("--data-dir=")).split("=", 1)[1])
+    return data / "orgs" / "acme" / "alpha.db"
+
+
+def test_a_forced_restore_that_fails_leaves_the_file_in_place(
+        tmp_path: Path, shipped: dict[str, object]) -> None:
+    target = _data_file(shipped)
+    before = target.read_bytes(), target.with_name("alpha.db.dek").read_bytes()
+    flags = [f for f in shipped["flags"] if not f.startswith("--replicate-url")]  # type: ignore[attr-defined]
+    empty = f"--replicate-url=file://{tmp_path / 'empty-sink'}"  # a typo'd sink, say
+    result = run_cli("replicate", "restore", "--org=acme", "--service=alpha", "--force", empty,
+                     *flags)
+    assert result.returncode == 1 and "has nothing" in result.stderr
+    assert (target.read_bytes(), target.with_name("alpha.db.dek").read_bytes()) == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["alpha.db", "alpha.db.dek"]
+
+
+def test_a_restore_into_a_data_dir_in_use_is_refused(shipped: dict[str, object]) -> None:
+    target = _data_file(shipped)
+    before = target.read_bytes()
+    # Another process holds the data dir as a server does (its shared lock on keys/lock).
+    holder = subprocess.Popen(
+        [*hanzocloud_cmd()[:1], "-c", "import sys, time\n"
+         "from pathlib import Path\n"
+         "from hanzocloud.keys import resolve_master_key\n"
+         "from hanzocloud.rotate import check_master_key\n"
+         "check_master_key(Path(sys.argv[1]), resolve_master_key(sys.argv[2]))\n"
+         "print('held', flush=True); time.sleep(60)",
+         str(target.parents[2]), f"file:{shipped['key']}"],
+        stdout=subprocess.PIPE, text=True, env=subprocess_env())
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = run_cli("replicate", "restore", "--org=acme", "--service=alpha", "--force",
+                         *shipped["flags"])  # type: ignore[misc]
+        assert result.returncode == 2 and "is using" in result.stderr, result.stderr
+        assert "rerun the restore" in result.stderr and "Traceback" not in result.stderr
+        assert target.read_bytes() == before and not list(target.parent.glob("*superseded*"))
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _sink_tenant(shipped: dict[str, object]) -> Path:
+    return Path(str(shipped["url"]).removeprefix("file://")) / "replicate" / "acme" / "alpha"
+
+
+def test_a_latest_generation_without_snapshots_is_refused(
+        tmp_path: Path, shipped: dict[str, object]) -> None:
+    folder = _sink_tenant(shipped)
+    for generation in generations_of(folder):
+        for snapshot in (folder / generation / "snapshots").iterdir():
+            snapshot.unlink()
+    out = tmp_path / "o" / "alpha.db"
+    result = run_cli("replicate", "restore", "--org=acme", "--service=alpha", f"--output={out}",
+                     *shipped["flags"])  # type: ignore[misc]
+    assert result.returncode == 1 and "no snapshot left" in result.stderr, result.stderr
+    assert not out.exists()
+
+
+def test_a_renamed_snapshot_is_refused(tmp_path: Path, shipped: dict[str, object]) -> None:
+    folder = _sink_tenant(shipped)
+    snapshots = folder / generations_of(folder)[-1] / "snapshots"
+    newest = sorted(snapshots.iterdir())[-1]
+    match = objects.SNAPSHOT_RE.match(newest.name)
+    assert match is not None
+    earlier = objects.snapshot_name(int(match[1], 16), int(match[2]) / 1000 - 60)
+    newest.rename(snapshots / earlier)  # claims to be a minute older than it is
+    out = tmp_path / "o" / "alpha.db"
+    result = run_cli("replicate", "restore", "--org=acme", "--service=alpha", f"--output={out}",
+                     *shipped["flags"])  # type: ignore[misc]
+    assert result.returncode == 1 and "does not carry the time" in result.stderr
+    assert not out.exists()
 
 
 def test_tampered_chain_is_refused(tmp_path: Path, shipped: dict[str, object]) -> None:

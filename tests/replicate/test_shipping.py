@@ -11,7 +11,7 @@ import pytest
 
 from hanzocloud.keys import MasterKey
 from hanzocloud.replicate import objects
-from hanzocloud.replicate.errors import ChainError
+from hanzocloud.replicate.errors import ChainError, TenantUnavailable
 from hanzocloud.replicate.restore import generations, restore, wal_indexes
 from hanzocloud.replicate.sink import Sink
 from hanzocloud.replicate.tenant import TenantLog
@@ -221,3 +221,20 @@ async def test_idle_passes_stay_on_the_loop(tmp_path: Path, sink_url: str, maste
         sink, keys = replicator.sink, replicator.keys
     assert restore(sink, keys, "acme", "alpha", tmp_path / "r.db") is not None
     assert rows(tmp_path / "r.db", master, "acme") == ["one", "unannounced"]
+
+
+async def test_a_failed_hydration_tells_the_client_nothing_of_the_sink(
+        tmp_path: Path, sink_url: str, master: MasterKey) -> None:
+    async with replicated(tmp_path / "one", sink_url, master) as (store, replicator):
+        await add_notes(store, "acme", ["kept"])
+        await settled(replicator, "acme")
+        sink = replicator.sink
+    _flip(sink, "acme/alpha/latest.age")
+    async with replicated(tmp_path / "two", sink_url, master) as (store, _):
+        with pytest.raises(TenantUnavailable) as info:
+            await read_notes(store, "acme")
+    message = info.value.message
+    assert info.value.status == 503 and "could not be restored" in message
+    assert "latest.age" not in message and "decrypt" not in message
+    assert sink_url not in message and "replicate/" not in message
+    assert not store.exists("acme", "alpha")  # nothing started empty in its place

@@ -49,8 +49,9 @@ async def take_over(sink: Sink, keys: SinkKeys, leases: Leases, org: str, servic
     except (SinkError, ChainError) as exc:
         metrics.REPLICATE_FAILURES.labels("restore").inc()
         log.error("replicate_hydrate_failed", db=label, error=str(exc))
-        raise TenantUnavailable(f"{label} could not be restored from the replication sink: "
-                                f"{exc}") from exc
+        # The detail (object keys, generations, the sink's own errors) is the operator's.
+        raise TenantUnavailable(f"{label} could not be restored from the replication sink; "
+                                "the operator has the details in the server log") from exc
     if result is not None:
         metrics.REPLICATE_RESTORES.labels("superseded" if superseded else "missing").inc()
         log.info("replicate_hydrated", db=label, generation=result.generation,

@@ -10,6 +10,7 @@ the restore with a ChainError naming it, and nothing is put in place.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -72,7 +73,13 @@ def _choose(sink: Sink, keys: SinkKeys, org: str, service: str,
     prefix = objects.tenant_prefix(org, service)
     if at is None:
         latest = latest_generation(sink, keys, org, service)
-        candidates = [latest] if latest else list(reversed(generations(sink, org, service)))
+        if latest:
+            found = snapshots(sink, prefix, latest)
+            if not found:  # never "nothing": that would start an empty file over the history
+                raise ChainError(f"{prefix}/latest.age names generation {latest}, which has no "
+                                 "snapshot left: the sink is damaged")
+            return latest, found[-1]
+        candidates = list(reversed(generations(sink, org, service)))
     else:
         candidates = list(reversed(generations(sink, org, service)))
     for generation in candidates:
@@ -97,6 +104,10 @@ def restore(sink: Sink, keys: SinkKeys, org: str, service: str, target: Path, *,
         raise ChainError(f"{where}/snapshots/{name} disappeared during the restore")
     snap = objects.open_record(keys, blob, where=f"{where}/snapshots/{name}", kind="snapshot",
                                index=index, **ident)
+    # The time in the name chose the snapshot, but only the sealed header is authentic.
+    if objects.snapshot_name(index, float(snap.header["created"])) != name:
+        raise ChainError(f"{where}/snapshots/{name}: its name does not carry the time it was "
+                         "taken (renamed?)")
     dek_blob = sink.get(f"{where}/dek.age")
     if dek_blob is None:
         raise ChainError(f"{where}/dek.age is missing: the generation cannot be opened")
@@ -176,8 +187,13 @@ def parse_moment(text: str) -> float:
     """`--to`: unix seconds, or an ISO 8601 time (UTC when it names no zone)."""
     from datetime import UTC, datetime
 
-    with contextlib.suppress(ValueError):
-        return float(text)
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(seconds):  # not nan or inf, which float() also reads
+            return seconds
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
