@@ -56,6 +56,11 @@ class TokenCache:
         while len(self._items) > self.size:
             self._items.popitem(last=False)
 
+    def drop_org(self, org: str) -> None:
+        """Forget the verifications of one org's credentials (one of them was revoked)."""
+        for key in [k for k, v in self._items.items() if v.identity.org == org]:
+            del self._items[key]
+
     def clear(self) -> None:
         """Forget everything (a credential was revoked somewhere in this process)."""
         self._items.clear()

@@ -42,7 +42,9 @@ POLICY_HOOK = "gateway_policy"  # an org extension export consulted before every
 
 
 def is_identity_header(name: bytes) -> bool:
-    """Whether a (lower-cased) header name is one only the gateway may set."""
+    """Whether a (lower-cased) header name is one only the gateway may set; `_` counts as
+    `-` (servers pass `X_User_Id` through, and some frameworks read it as `X-User-Id`)."""
+    name = name.replace(b"_", b"-")
     return name in STRIP_EXACT or name.startswith(STRIP_PREFIXES)
 
 
@@ -67,6 +69,7 @@ class GatewayState:
     cache: TokenCache = field(init=False)
     limiter: RateLimiter = field(init=False)
     jwks: RemoteJwks | None = None
+    revocations: int = 0  # bumped by every revocation: a verification begun before one is stale
 
     def __post_init__(self) -> None:
         self.cache = TokenCache(self.config.cache_size)
@@ -79,15 +82,23 @@ class GatewayState:
             return f"iam-{self.deps.iam.mode}"
         return "jwks" if self.jwks is not None else "none"
 
-    async def on_revoked(self, _: dict[str, Any]) -> None:
-        """A credential was revoked in this process: forget every cached verification."""
-        self.cache.clear()
+    async def on_revoked(self, event: dict[str, Any]) -> None:
+        """A credential was revoked in this process: forget the cached verifications of its
+        org (all of them when the event names none), and any verification still under way."""
+        self.revocations += 1
+        org = event.get("org")
+        if isinstance(org, str) and org:
+            self.cache.drop_org(org)
+        else:
+            self.cache.clear()
 
-    async def verify(self, credential: str) -> Verified:
-        """Verify a bearer credential (JWT or `hk-` API key), through the cache."""
+    async def verify(self, credential: str, *, alias: bytes | None = None) -> Verified:
+        """Verify a bearer credential (JWT or `hk-` API key), through the cache; remember it
+        under `alias` too (the Authorization value that carried it)."""
         hit = self.cache.get(credential)
         if hit is not None:
             return hit
+        revocations = self.revocations
         claims = await self._claims(credential)
         if not claims.owner:
             raise Unauthenticated("invalid token: no tenant (owner) claim")
@@ -101,7 +112,10 @@ class GatewayState:
         if claims.exp:
             expires = min(expires, float(claims.exp))
         verified = Verified(identity, minted_headers(identity), tuple(keys), expires)
-        self.cache.put(credential, verified)
+        if self.revocations == revocations:  # else iam may have answered before a revocation
+            self.cache.put(credential, verified)
+            if alias is not None:
+                self.cache.put(alias, verified)
         return verified
 
     async def _claims(self, credential: str) -> Claims:
@@ -117,6 +131,11 @@ class GatewayState:
                                           "here" + (" and API keys need it (set "
                                                     "CLOUD_IAM_ZAP_ADDR)" if api_key else
                                                     "; set --iam-issuer or CLOUD_IAM_ZAP_ADDR"))
+
+
+def _anonymous_bucket(scope: Scope, cls: str) -> tuple[str, str]:
+    """The per-address bucket of a request without a (valid) credential."""
+    return f"ip:{client_source(scope)}", cls if cls == "auth" else "anon"
 
 
 def credential_of(value: bytes) -> str | None:
@@ -174,11 +193,23 @@ class GatewayEdge:
                 if verified is None:
                     credential = credential_of(authorization)
                     if credential is not None:
-                        verified = await self.state.verify(credential)
-                        self.state.cache.put(authorization, verified)
+                        self._guessing(scope)
+                        # Remembered under the header as sent only in its plain forms: one
+                        # credential padded a thousand ways must not fill the cache.
+                        plain = len(authorization) <= len(credential) + 7  # "Bearer " + it
+                        verified = await self.state.verify(
+                            credential, alias=authorization if plain else None)
             decision = self._limit(scope, verified)
         except CloudError as exc:
-            await self._error(exc, scope, receive, send, cors)
+            if isinstance(exc, RateLimited):
+                await self._error(exc, scope, receive, send, cors)
+                return
+            # A credential that fails is charged as anonymous traffic of its address: so is
+            # every guess at a key or token, and the 401 says how much budget is left.
+            decision = self._limit(scope, None)
+            extra = [*cors, (b"ratelimit-policy", decision.policy.encode()),
+                     (b"ratelimit", decision.state.encode())]
+            await self._error(exc, scope, receive, send, extra)
             return
         extra = [*cors, (b"ratelimit-policy", decision.policy.encode()),
                  (b"ratelimit", decision.state.encode())]
@@ -228,13 +259,24 @@ class GatewayEdge:
         cls = route_class(scope["method"], scope["path"])
         limiter = self.state.limiter
         if verified is None:
-            return limiter.take(f"ip:{client_source(scope)}", cls if cls == "auth" else "anon")
+            return limiter.take(*_anonymous_bucket(scope, cls))
         keys = verified.bucket_keys
         if len(keys) == 1:  # a user's token: the org's bucket only
             return limiter.take(keys[0], cls)
         decisions = [limiter.take(key, cls) for key in keys]
         refused = [d for d in decisions if not d.allowed]
-        return refused[0] if refused else decisions[-1]
+        # The headers speak of the bucket that binds: the refusing one, else the emptiest.
+        return refused[0] if refused else min(decisions, key=lambda d: d.tokens)
+
+    def _guessing(self, scope: Scope) -> None:
+        """Refuse (429) a credential not yet verified while its address has no anonymous
+        budget left: failed credentials spend it, so guessing keys or tokens stops there,
+        before iam does any work. Credentials already verified are not held back."""
+        key, cls = _anonymous_bucket(scope, route_class(scope["method"], scope["path"]))
+        left = self.state.limiter.peek(key, cls)
+        if left["remaining"] < 1:
+            raise RateLimited("too many failed credentials from this address; retry later",
+                              retry_after=1 / left["ratePerSecond"])
 
     def _cors_headers(self, origin: bytes | None) -> list[tuple[bytes, bytes]]:
         if origin is None or not self.state.cors.allows(origin.decode("latin-1")):

@@ -52,6 +52,8 @@ SPOOFED = {
     "X-User-Email": "root@evil", "X-Roles": "owner", "X-User-IsAdmin": "true",
     "X-User-Permissions": "admin", "X-IAM-Org": "globex", "X-Hanzo-Org": "globex",
     "X-Organization": "globex", "X-ORG-ID": "globex",
+    # underscores for dashes: passed through by servers, read as dashes by some frameworks
+    "X_User_Id": "root", "x_org_id": "globex", "X-Org_Id": "globex", "X_Roles": "owner",
 }
 
 
