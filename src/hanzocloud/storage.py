@@ -231,6 +231,7 @@ class StorageHooks(Protocol):
     """What the durability replicator (hanzocloud.replicate) learns from the store."""
 
     async def before_open(self, org: str, service: str, path: Path) -> None: ...
+    def before_connect(self, org: str, service: str, path: Path) -> None: ...
     async def opened(self, org: str, service: str, path: Path) -> None: ...
     def touched(self, org: str, service: str) -> None: ...
     async def closed(self, org: str, service: str) -> None: ...
@@ -470,8 +471,16 @@ class TenantStore:
         return self.file_key(GLOBAL_ORG, service, purpose)
 
     def connect_sync(self, org: str, service: str) -> sqlcipher3.Connection:
-        """A plain synchronous connection, for CLI tools and maintenance jobs."""
-        conn = connect_sqlcipher(self.path_for(org, service), self.load_dek(org, service))
+        """A plain synchronous connection, for CLI tools and maintenance jobs.
+
+        Blocking. With a replicator it first takes the lease and restores a file missing (or
+        superseded) here, as `open` does, and raises TenantUnavailable where an open would:
+        a file created empty here would otherwise be shipped over the sink's history.
+        """
+        path = self.path_for(org, service)
+        if self.replicator is not None:
+            self.replicator.before_connect(org, service, path)
+        conn = connect_sqlcipher(path, self.load_dek(org, service))
         if self.replicator is not None:
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             self.replicator.touched(org, service)

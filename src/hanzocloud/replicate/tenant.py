@@ -31,6 +31,7 @@ from hanzocloud.replicate.wal import (
     WalState,
     read_frames,
     read_state,
+    shm_path,
     wal_path,
 )
 from hanzocloud.storage import connect_sqlcipher, write_file_atomic
@@ -97,7 +98,11 @@ class TenantLog:
     # -- position ---------------------------------------------------------------------------
 
     def resume(self) -> bool:
-        """Continue the generation a clean close recorded, if the file is exactly as it left it."""
+        """Continue the generation a clean close recorded, if the file is exactly as it left it.
+
+        The marker says nothing about the sink: before shipping into the generation, the
+        replicator checks that `latest` still names it (another replica may have moved on).
+        """
         marker = marker_path(self.path)
         try:
             data = json.loads(marker.read_text())
@@ -332,6 +337,32 @@ class TenantLog:
         if shipped and not (wal_path(self.path).exists() and wal_path(self.path).stat().st_size):
             self._write_marker()
         return shipped
+
+    def set_aside(self) -> Path:
+        """Close, and move the file out of the way as `<file>.superseded-<time>` (its path).
+
+        For a copy that conflicts with the sink's history. Unlike a restore's set-aside, the
+        WAL is moved along rather than deleted: a connection still open elsewhere (a
+        `connect_sync` user) may hold frames that are in no other copy.
+        """
+        with contextlib.suppress(sqlcipher3.Error):  # fold the WAL in when nobody is in it
+            self._checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.release()
+        stamp, n = time.strftime("%Y%m%dT%H%M%S"), 0
+        aside = self.path.with_name(f"{self.path.name}.superseded-{stamp}")
+        while aside.exists():  # never over an earlier copy
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.superseded-{stamp}-{n}")
+        suffix = aside.name.rsplit(".superseded-", 1)[1]
+        dek = self.path.with_name(self.path.name + ".dek")
+        for source, target in ((self.path, aside),
+                               (wal_path(self.path), Path(f"{aside}-wal")),
+                               (shm_path(self.path), Path(f"{aside}-shm")),
+                               (dek, dek.with_name(f"{dek.name}.superseded-{suffix}"))):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(source, target)
+        remove_marker(self.path)
+        return aside
 
     def release(self) -> None:
         """Close the replicator's own connections (the last one to close checkpoints)."""
