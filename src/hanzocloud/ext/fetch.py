@@ -19,7 +19,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # virtual host than the allow-listed one, or smuggle a second request into the connection.
 FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection",
                                "keep-alive", "proxy-connection", "te", "trailer", "upgrade"})
-_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110 §5.1)
 _VALUE_RE = re.compile(r"[\t\x20-\x7e]*")
 
 
@@ -30,7 +30,7 @@ def _header_problem(headers: Any) -> str | None:
     ):
         return "headers must be an object of strings"
     for name, value in headers.items():
-        if not _TOKEN_RE.fullmatch(name):
+        if not HEADER_NAME.fullmatch(name):
             return f"header name {name!r} is not an HTTP token"
         if name.lower() in FORBIDDEN_HEADERS:
             return f"header {name!r} is set by the host and cannot be sent"

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from hanzocloud.errors import PayloadTooLarge, Unauthenticated
 from hanzocloud.ext.errors import ExtensionFailed, ExtensionNotFound
+from hanzocloud.ext.fetch import HEADER_NAME
 from hanzocloud.ext.instance import LoadedModule
 from hanzocloud.ext.runtime import ExtensionRuntime
 from hanzocloud.identity import Identity, current_identity
@@ -23,7 +24,6 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 HIDDEN_REQUEST_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 # Framing is the server's business; a guest cannot set these.
 HOST_MANAGED_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
-_TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # What HTTP allows in a field value: visible ASCII, space, tab and the bytes 0x80-0xff
 # (sent as Latin-1, so UTF-8 text a client sent passes back unchanged).
 _VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
@@ -96,7 +96,7 @@ def build_response(module: LoadedModule, export: str, output: dict[str, Any]) ->
         raise bad("headers must be an object of strings")
     clean: dict[str, str] = {}
     for name, value in headers.items():
-        if not isinstance(value, str) or not _TOKEN_RE.fullmatch(name):
+        if not isinstance(value, str) or not HEADER_NAME.fullmatch(name):
             raise bad(f"header {name!r} must have a token name and a string value")
         if not _VALUE_RE.fullmatch(value):
             raise bad(f"header {name!r} contains a control character or a character "

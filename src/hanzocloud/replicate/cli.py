@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,53 +69,52 @@ def run_restore(settings: Settings, args: argparse.Namespace) -> int:
         return _restore(settings, master, org, args, target, at)
 
 
+class _Refused(Exception):
+    """The restored file did not pass its checks (the message says why)."""
+
+
 def _restore(settings: Settings, master: MasterKey, org: str, args: argparse.Namespace,
              target: Path, at: float | None) -> int:
-    """Restore beside `target`, check that it opens, and only then put it in place: a
-    restore that fails leaves the current file where it was."""
+    """Restore, check that the result opens, and only then put it in place
+    (`restore_beside`): a restore that fails leaves the current file where it was."""
     from hanzocloud.keys import KeyUnwrapError, unwrap_dek
     from hanzocloud.replicate.crypto import SinkKeys
     from hanzocloud.replicate.errors import ChainError, SinkError
-    from hanzocloud.replicate.restore import restore, set_aside
+    from hanzocloud.replicate.restore import restore_beside
     from hanzocloud.replicate.sink import Sink
     from hanzocloud.storage import connect_sqlcipher
 
     label = f"{args.org}/{args.service}"
-    staging = target.with_name(f".{target.name}.incoming")
-    staged = (staging, staging.with_name(staging.name + ".dek"))
-    try:
+
+    def check(staged: Path) -> None:
         try:
-            sink = Sink(settings.replicate_url or "")
-            result = restore(sink, SinkKeys.derive(master), org, args.service, staging, at=at)
-        except (SinkError, ChainError) as exc:
-            print(f"hanzocloud: error: restore refused: {exc}", file=sys.stderr)
-            return 1
-        if result is None:
-            print(f"hanzocloud: error: {label} has nothing in {sink.url}"
-                  + (" at or before that moment" if at is not None else ""), file=sys.stderr)
-            return 1
-        try:
-            dek = unwrap_dek(master, org, args.service, staged[1].read_bytes())
+            dek = unwrap_dek(master, org, args.service,
+                             staged.with_name(staged.name + ".dek").read_bytes())
         except (KeyUnwrapError, OSError) as exc:  # a sidecar not ours, or none
-            print(f"hanzocloud: error: {label}: the restored key sidecar does not open: "
-                  f"{getattr(exc, 'reason', exc)}; {target} is unchanged", file=sys.stderr)
-            return 1
-        conn = connect_sqlcipher(staging, dek)
+            raise _Refused("the restored key sidecar does not open: "
+                           f"{getattr(exc, 'reason', exc)}") from None
+        conn = connect_sqlcipher(staged, dek)
         try:
-            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
         finally:
             conn.close()
-        if check != "ok":
-            print(f"hanzocloud: error: {label}: the restored file fails quick_check ({check}); "
-                  f"{target} is unchanged", file=sys.stderr)
-            return 1
-        set_aside(target)  # the old file, if any, and a stale WAL that would replay onto ours
-        os.replace(staged[1], target.with_name(target.name + ".dek"))
-        os.replace(staging, target)
-    finally:
-        for leftover in staged:
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+        if verdict != "ok":
+            raise _Refused(f"the restored file fails quick_check ({verdict})")
+
+    try:
+        sink = Sink(settings.replicate_url or "")
+        result = restore_beside(sink, SinkKeys.derive(master), org, args.service, target,
+                                at=at, check=check)
+    except (SinkError, ChainError) as exc:
+        print(f"hanzocloud: error: restore refused: {exc}", file=sys.stderr)
+        return 1
+    except _Refused as exc:
+        print(f"hanzocloud: error: {label}: {exc}; {target} is unchanged", file=sys.stderr)
+        return 1
+    if result is None:
+        print(f"hanzocloud: error: {label} has nothing in {sink.url}"
+              + (" at or before that moment" if at is not None else ""), file=sys.stderr)
+        return 1
     when = datetime.fromtimestamp(result.as_of, UTC).isoformat(timespec="milliseconds")
     print(f"hanzocloud: restored {label} to {target} from generation {result.generation} "
           f"(snapshot {result.snapshot_index} + {result.segments} WAL segment(s), "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import structlog
@@ -13,7 +12,7 @@ from hanzocloud.replicate.crypto import SinkKeys
 from hanzocloud.replicate.errors import ChainError, SinkError, TenantUnavailable
 from hanzocloud.replicate.lease import LeaseHeld, Leases
 from hanzocloud.replicate.objects import org_label
-from hanzocloud.replicate.restore import RestoreResult, restore, set_aside
+from hanzocloud.replicate.restore import restore_beside
 from hanzocloud.replicate.sink import Sink
 
 log = structlog.get_logger("hanzocloud.replicate")
@@ -45,7 +44,8 @@ async def take_over(sink: Sink, keys: SinkKeys, leases: Leases, org: str, servic
     if present and not superseded:
         return True
     try:
-        result = await asyncio.to_thread(_restore, sink, keys, org, service, path, superseded)
+        # Beside the local copy first: if the sink has nothing, a superseded copy stays.
+        result = await asyncio.to_thread(restore_beside, sink, keys, org, service, path)
     except (SinkError, ChainError) as exc:
         metrics.REPLICATE_FAILURES.labels("restore").inc()
         log.error("replicate_hydrate_failed", db=label, error=str(exc))
@@ -58,16 +58,3 @@ async def take_over(sink: Sink, keys: SinkKeys, leases: Leases, org: str, servic
                  segments=result.segments, bytes=result.size)
     return True
 
-
-def _restore(sink: Sink, keys: SinkKeys, org: str, service: str, path: Path,
-             superseded: bool) -> RestoreResult | None:
-    if not superseded:
-        return restore(sink, keys, org, service, path)
-    # Restore beside the stale copy first: if the sink has nothing, the local copy stays.
-    staging = path.with_name(f".{path.name}.incoming")
-    result = restore(sink, keys, org, service, staging)
-    if result is not None:
-        set_aside(path)
-        os.replace(staging.with_name(staging.name + ".dek"), path.with_name(path.name + ".dek"))
-        os.replace(staging, path)
-    return result

@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,31 @@ def restore(sink: Sink, keys: SinkKeys, org: str, service: str, target: Path, *,
     os.close(fd)
     _put_in_place(tmp, target, sidecar)
     return RestoreResult(generation, index, applied, as_of, size)
+
+
+def restore_beside(sink: Sink, keys: SinkKeys, org: str, service: str, target: Path, *,
+                   at: float | None = None,
+                   check: Callable[[Path], None] | None = None) -> RestoreResult | None:
+    """`restore`, built beside `target` and checked by `check(staged file)` (which raises to
+    refuse it) before it takes `target`'s place; the file there is kept as
+    `.superseded-<time>`. A restore that fails, finds nothing or is refused leaves `target`
+    as it was."""
+    staging = target.with_name(f".{target.name}.incoming")
+    staged = (staging, staging.with_name(staging.name + ".dek"))
+    try:
+        result = restore(sink, keys, org, service, staging, at=at)
+        if result is None:
+            return None
+        if check is not None:
+            check(staging)
+        set_aside(target)  # the old file, if any, and a stale WAL that would replay onto ours
+        os.replace(staged[1], target.with_name(target.name + ".dek"))
+        os.replace(staging, target)
+        return result
+    finally:
+        for leftover in staged:
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
 
 
 def _put_in_place(tmp: Path, target: Path, sidecar: bytes) -> None:
