@@ -41,6 +41,7 @@ from hanzocloud.inline_sqlite import (
     sqlite_code,
 )
 from hanzocloud.keys import KeyUnwrapError, MasterKey, lp, new_dek, unwrap_dek, wrap_dek
+from hanzocloud.walfiles import keep_wal_files
 
 log = structlog.get_logger("hanzocloud.storage")
 _CACHE_HIT = metrics.TENANT_CACHE.labels("hit")  # counted on every open: look the children up once
@@ -203,7 +204,8 @@ _quiet_cipher_log()
 
 def connect_sqlcipher(path: Path, dek: bytes, *, busy_ms: int = 10_000) -> sqlcipher3.Connection:
     """Open one SQLCipher connection with a raw key, the standard pragmas and the SQL
-    functions of `hanzocloud.sqlfunctions`."""
+    functions of `hanzocloud.sqlfunctions`. Its `-wal` and `-shm` outlive it (see
+    `hanzocloud.walfiles`): the WAL is emptied, not deleted, by the last close."""
     conn = sqlcipher3.connect(str(path), check_same_thread=False)
     try:
         conn.execute(f"PRAGMA key = \"x'{dek.hex()}'\"")
@@ -211,6 +213,7 @@ def connect_sqlcipher(path: Path, dek: bytes, *, busy_ms: int = 10_000) -> sqlci
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         conn.executescript("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; "
                            f"PRAGMA busy_timeout = {int(busy_ms)}; PRAGMA synchronous = NORMAL;")
+        keep_wal_files(conn)  # no file created or deleted per open and close (see walfiles)
         sqlfunctions.install(conn)
     except BaseException:
         conn.close()

@@ -161,7 +161,9 @@ def restore_beside(sink: Sink, keys: SinkKeys, org: str, service: str, target: P
     `.superseded-<time>`. A restore that fails, finds nothing or is refused leaves `target`
     as it was."""
     staging = target.with_name(f".{target.name}.incoming")
-    staged = (staging, staging.with_name(staging.name + ".dek"))
+    # The check's connection leaves the staged file's -wal (empty) and -shm behind.
+    staged = (staging, staging.with_name(staging.name + ".dek"), wal_path(staging),
+              shm_path(staging))
     try:
         result = restore(sink, keys, org, service, staging, at=at)
         if result is None:
