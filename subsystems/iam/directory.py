@@ -193,7 +193,11 @@ class Directory:
     async def update_user(self, org: str, user_id: str, *, name: str | None = None,
                           roles: Sequence[str] | None = None, disabled: bool | None = None,
                           password: str | None = None, is_admin: bool | None = None) -> User:
-        """Change a user's name, roles, disabled flag, password or platform-admin flag."""
+        """Change a user's name, roles, disabled flag, password or platform-admin flag.
+
+        A new password ends every session the user has (their refresh tokens and the access
+        tokens issued from them): whoever knew the old one, or held a session opened with
+        it, must sign in again."""
         current = await self.get_user(org, user_id)
         updates: dict[str, Any] = {}
         if name is not None:
@@ -216,6 +220,9 @@ class Directory:
             sets = ", ".join(f"{col} = :{col}" for col in updates)  # column names are ours
             async with self.store.org(org) as s:
                 await run(s, f"UPDATE users SET {sets} WHERE id = :id", id=current.id, **updates)
+                if password is not None:
+                    await run(s, "UPDATE families SET revoked_at = :now WHERE user_id = :id "
+                                 "AND revoked_at IS NULL", id=current.id, now=int(self.clock()))
                 await s.commit()
         return await self.get_user(org, user_id)
 

@@ -75,6 +75,36 @@ async def test_a_demotion_takes_effect_at_the_next_request(cloud: Cloud) -> None
     assert (await cloud.client.get("/v1/iam/me", headers=viewer)).status_code == 401
 
 
+async def test_a_new_password_ends_the_users_sessions(cloud: Cloud) -> None:
+    await cloud.ensure_user(org="acme", user="bob", roles=["viewer"], admin=False, email=None)
+    await cloud.ensure_user(org="acme", user="carol", roles=["viewer"], admin=False, email=None)
+    stolen = (await _sign_in(cloud, "acme", "bob")).json()
+    other = (await _sign_in(cloud, "acme", "carol")).json()
+    bearer = {"Authorization": f"Bearer {stolen['access_token']}"}
+    assert (await cloud.client.get("/v1/iam/me", headers=bearer)).status_code == 200
+    owner = await cloud.headers(org="acme", user="alice", roles=["owner"])
+    r = await cloud.client.patch("/v1/iam/users/bob", headers=owner,
+                                 json={"password": "a brand new secret"})
+    assert r.status_code == 200, r.text
+    # The session opened with the old password is over: its access and refresh tokens both.
+    assert (await cloud.client.get("/v1/iam/me", headers=bearer)).status_code == 401
+    client_id = jwt.decode(stolen["access_token"], options={"verify_signature": False})["azp"]
+    r = await cloud.client.post("/v1/iam/oauth/token", data={
+        "grant_type": "refresh_token", "refresh_token": stolen["refresh_token"],
+        "client_id": client_id})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    assert (await _sign_in(cloud, "acme", "bob")).status_code == 400  # the old password
+    fresh = await _sign_in(cloud, "acme", "bob", password="a brand new secret")
+    assert fresh.status_code == 200
+    # Another user's session is untouched, and so is a change that sets no password.
+    carol = {"Authorization": f"Bearer {other['access_token']}"}
+    r = await cloud.client.patch("/v1/iam/users/carol", headers=owner, json={"name": "Carol"})
+    assert r.status_code == 200
+    assert (await cloud.client.get("/v1/iam/me", headers=carol)).status_code == 200
+    renewed = {"Authorization": f"Bearer {fresh.json()['access_token']}"}
+    assert (await cloud.client.get("/v1/iam/me", headers=renewed)).status_code == 200
+
+
 async def test_failed_sign_ins_sent_side_by_side_are_throttled(cloud: Cloud) -> None:
     await cloud.ensure_user(org="acme", user="alice", roles=["owner"], admin=False, email=None)
     results = await asyncio.gather(*(_sign_in(cloud, "acme", "alice", password=f"wrong {n}")

@@ -134,7 +134,8 @@ class ManageHandlers:
                                                                       identity.user)))
 
     async def update_user(self, request: Request) -> Response:
-        """Change a user's name, roles, password or disabled flag."""
+        """Change a user's name, roles, password or disabled flag (a new password ends the
+        user's sessions)."""
         org = require_org()
         body = _obj(await json_body(request), {"name", "roles", "disabled", "password",
                                                "isAdmin"})
@@ -146,7 +147,7 @@ class ManageHandlers:
         user = await self.s.directory.update_user(
             org, target.id, name=body.get("name"), roles=roles, disabled=body.get("disabled"),
             password=body.get("password"), is_admin=body.get("isAdmin"))
-        if body.get("disabled") or "roles" in body or "isAdmin" in body:
+        if body.get("disabled") or {"roles", "isAdmin", "password"} & body.keys():
             await self.s.notify_revoked({"kind": "user", "org": org, "id": user.id})
         return JSONResponse(user_json(user))
 
