@@ -136,7 +136,7 @@ async def test_a_cascade_over_the_write_budget_moves_to_a_thread_and_applies_onc
 
 async def test_a_full_thread_backlog_answers_503_with_retry_after(
         cloud: Cloud, api: Api, monkeypatch: Any) -> None:
-    from hanzocloud import storage
+    from hanzocloud.storage import sqlite, store
 
     await api.collection("wide", [{"name": "n", "type": "number"}])
     r = await api.post("/batch", {"requests": [
@@ -144,9 +144,9 @@ async def test_a_full_thread_backlog_answers_503_with_retry_after(
         for n in range(50)]})
     assert r.status_code == 200, r.text
     tenants = cloud.host.deps.tenants
-    monkeypatch.setattr(storage, "THREAD_BACKLOG", 0)  # no room: every move is refused
+    monkeypatch.setattr(store, "THREAD_BACKLOG", 0)  # no room: every move is refused
     monkeypatch.setattr(tenants, "read_budget", 1e-9)
-    monkeypatch.setattr(storage, "PROGRESS_STEPS", 1)  # even a short read checks the clock
+    monkeypatch.setattr(sqlite, "PROGRESS_STEPS", 1)  # even a short read checks the clock
     r = await api.get("/collections/wide/records", perPage=50, sort="-n")
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     body = r.json()

@@ -778,10 +778,11 @@ async def test_a_write_that_swallows_the_interruption_is_not_committed_half_done
 async def test_moving_is_refused_with_overloaded_when_the_thread_backlog_is_full(
         tmp_path: Path, master: MasterKey, monkeypatch: pytest.MonkeyPatch) -> None:
 
-    from hanzocloud import metrics, storage
+    from hanzocloud import metrics
     from hanzocloud.errors import Overloaded
+    from hanzocloud.storage import store as store_module
 
-    monkeypatch.setattr(storage, "THREAD_BACKLOG", 2)
+    monkeypatch.setattr(store_module, "THREAD_BACKLOG", 2)
     store = TenantStore(tmp_path, master, read_budget=0.001)
     await write(store, "acme", "first")
     gate = Gate()

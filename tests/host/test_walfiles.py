@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hanzocloud import walfiles
+from hanzocloud.storage import walfiles
 from hanzocloud.storage import connect_sqlcipher
 
 DEK = bytes(range(32))
