@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hanzocloud.storage import walfiles
-from hanzocloud.storage import connect_sqlcipher
+from hanzocloud.storage import connect_sqlcipher, walfiles
 
 DEK = bytes(range(32))
 

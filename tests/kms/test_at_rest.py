@@ -62,11 +62,13 @@ async def test_no_secret_value_on_disk(cloud: Cloud, kms: Kms) -> None:
 
     kms_db = data_dir / "orgs" / ORG / "kms.db"
     assert kms_db.exists() and kms_db.with_name("kms.db.dek").exists()
-    assert kms_db.with_name("kms.db-wal").exists()  # the handle is open: WAL holds the writes
+    # The handle is open: the writes are in the WAL, not yet in the main file.
+    assert kms_db.with_name("kms.db-wal").stat().st_size > 0
     assert files_holding(data_dir, value) == []
 
     # Close the handle (checkpoint into the main file) and look again.
     await cloud.host.deps.tenants.evict(ORG, "kms")
+    assert kms_db.with_name("kms.db-wal").stat().st_size == 0
     assert files_holding(data_dir, value) == []
     # Even with the page key, the rows hold only sealed bytes.
     dump = decrypted_dump(cloud)

@@ -147,6 +147,23 @@ async def test_reopen_continues_the_generation(tmp_path: Path, sink_url: str,
                                                        "after restart"]
 
 
+async def test_a_reopen_that_reads_before_it_writes_continues_the_generation(
+        tmp_path: Path, sink_url: str, master: MasterKey) -> None:
+    data = tmp_path / "data"
+    async with replicated(data, sink_url, master) as (store, replicator):
+        await add_notes(store, "acme", ["before close"])
+        await settled(replicator, "acme")
+        await store.evict("acme", "alpha")  # clean close: shipped, marker written
+        assert await read_notes(store, "acme") == ["before close"]  # reopened, empty WAL
+        await asyncio.sleep(FAST.interval * 3)  # idle passes look at the empty WAL
+        await add_notes(store, "acme", ["after a read"])  # the first write picks a new salt
+        await settled(replicator, "acme")
+        sink, keys = replicator.sink, replicator.keys
+    assert len(generations(sink, "acme", "alpha")) == 1  # no snapshot of the whole file again
+    assert restore(sink, keys, "acme", "alpha", tmp_path / "r.db") is not None
+    assert rows(tmp_path / "r.db", master, "acme") == ["before close", "after a read"]
+
+
 async def test_hydrate_on_open_after_data_loss(tmp_path: Path, sink_url: str,
                                                master: MasterKey) -> None:
     async with replicated(tmp_path / "one", sink_url, master) as (store, replicator):

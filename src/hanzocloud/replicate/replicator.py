@@ -2,8 +2,8 @@
 
 It hooks into the TenantStore (`store.replicator = self`): `before_open` (and `before_connect`
 for `connect_sync`) takes the lease and hydrates a missing (or superseded) file from the sink
-(see `hanzocloud.replicate.leasing`, the lease side), `opened` starts following the file, `touched` marks it dirty after a session, `closed` ships
-the tail and stops following it.
+(see `hanzocloud.replicate.leasing`, the lease side), `opened` starts following the file,
+`touched` marks it dirty after a session, `closed` ships the tail and stops following it.
 A loop wakes on `touched` (debounced), and on a timer for every followed file, and runs each
 file's blocking `TenantLog.step` on a worker thread. A sink outage leaves the frames in the
 WAL (nothing is checkpointed until shipped); lag grows in /metrics and shipping catches up.

@@ -56,8 +56,14 @@ def shm_path(db: Path) -> Path:
 
 
 def read_state(db: Path, *, attempts: int = 50) -> WalState | None:
-    """The committed WAL state from the wal-index, or None when there is no WAL in use."""
+    """The committed WAL state from the wal-index, or None when the WAL holds no frames.
+
+    An empty WAL counts as none: its header's salt binds nothing (the first writer of a
+    WAL left empty at a close picks a new one), and the wal-index a closed file keeps
+    beside it (see `hanzocloud.storage.walfiles`) still describes its last session."""
     try:
+        if os.stat(wal_path(db)).st_size <= WAL_HEADER_BYTES:
+            return None
         fd = os.open(shm_path(db), os.O_RDONLY)
     except FileNotFoundError:
         return None
@@ -70,7 +76,7 @@ def read_state(db: Path, *, attempts: int = 50) -> WalState | None:
             if first == second:
                 (_, _, _, is_init, _, size_code, frames, _, _, salt,
                  checksum) = _SHM_HEADER.unpack(first)
-                if not is_init:
+                if not is_init or not frames:
                     return None
                 if struct.unpack("=II", checksum) == _native_checksum(first[:40]):
                     page_size = 65536 if size_code == 1 else size_code
