@@ -11,13 +11,16 @@
                   @collection.name[:alias].field(.name)*[:modifier]
 
 Strings are single- or double-quoted with backslash escapes; `//` starts a comment. The AST is
-only data: `filter_sql.py` turns it into SQLAlchemy expressions with bound parameters.
+only data: `filter_sql.py` turns it into SQLAlchemy expressions with bound parameters (over
+the values and operators of `filter_values.py`); `varies` tells whether a filter reads
+anything that changes between requests.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,3 +226,28 @@ def _describe(exc: LarkError) -> str:
     if char is not None:
         return f"unexpected character {char!r}{where}"
     return "syntax error" + where
+
+
+def varies(text: str | None) -> bool:
+    """Whether what `text` compiles to may change from one request of a caller to the next:
+    it reads the clock (`@now`, `@todayStart`, `@hour`, …), the request's headers or query
+    (`@request.headers.*`, `@request.query.*`), or `@request.context`. Raises
+    InvalidArgument on a syntax error."""
+    node = parse_filter(text or "")
+    return node is not None and _walk(node, _varying)
+
+
+def _varying(path: tuple[str, ...]) -> bool:
+    if path[0] == "@request":
+        return path[1:2] in (("headers",), ("query",), ("context",))
+    return path[0].startswith("@") and path[0] != "@collection"  # a time macro
+
+
+def _walk(node: Node | Operand, test: Callable[[tuple[str, ...]], bool]) -> bool:
+    if isinstance(node, Group):
+        return any(_walk(child, test) for child in node.items)
+    if isinstance(node, Cmp):
+        return _walk(node.left, test) or _walk(node.right, test)
+    if isinstance(node, Call):
+        return any(_walk(arg, test) for arg in node.args)
+    return isinstance(node, Ident) and test(node.path)

@@ -9,8 +9,7 @@ matches", the `?` form means "at least one value matches" (PocketBase's semantic
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,10 +30,19 @@ from subsystems.base.filter_parse import (
     Operand,
     parse_filter,
 )
+from subsystems.base.filter_values import (
+    Expr,
+    Value,
+    compare,
+    is_number,
+    json_extract,
+    lowered,
+    sql_number,
+    within,
+)
 from subsystems.base.util import format_time
 
-Expr = Any  # a SQLAlchemy ColumnElement
-Inner = Callable[["Value"], Expr]
+Inner = Callable[[Value], Expr]
 MAX_HOPS = 6
 AUTH_KEYS = ("id", "email", "org", "roles", "isAdmin", "collectionName")
 
@@ -63,16 +71,6 @@ def request_value(scope: Any, part: str, name: str) -> str:
         if key.replace("-", "_") == name.lower():
             return str(value)
     return ""
-
-
-@dataclass(frozen=True, slots=True)
-class Value:
-    """One side of a comparison: its SQL expression and, for literals, the Python value."""
-
-    sql: Expr
-    const: bool = False
-    py: Any = None
-    ftype: str = ""
 
 
 class _Resolved:
@@ -156,7 +154,7 @@ class Compiler:
     def _cmp(self, node: Cmp) -> Expr:
         left, right = self._operand(node.left), self._operand(node.right)
         every = not node.any_of
-        return left.wrap(lambda lv: right.wrap(lambda rv: _compare(lv, node.op, rv), every),
+        return left.wrap(lambda lv: right.wrap(lambda rv: compare(lv, node.op, rv), every),
                          every)
 
     # -- operands ---------------------------------------------------------------------------
@@ -182,7 +180,7 @@ class Compiler:
             if rest[1] not in AUTH_KEYS:
                 raise InvalidArgument(f"unknown field {item.text}; @request.auth has "
                                       f"{', '.join(AUTH_KEYS)}")
-            return _const(_lowered(self.ctx.auth.get(rest[1], ""), item.modifier))
+            return _const(lowered(self.ctx.auth.get(rest[1], ""), item.modifier))
         if head == "@request" and len(rest) >= 2 and rest[0] == "body":
             body = self.ctx.body or {}
             if item.modifier == "isset":
@@ -196,13 +194,13 @@ class Compiler:
             if isinstance(value, dict) or (isinstance(value, list) and any(
                     isinstance(v, dict | list) for v in value)):
                 value = None
-            return _const(_lowered(_sql_number(value), item.modifier))
+            return _const(lowered(sql_number(value), item.modifier))
         if head == "@request" and rest == ("method",):
             return _const(self.ctx.method)
         if head == "@request" and rest == ("context",):
-            return _const(_lowered(self.ctx.context, item.modifier))
+            return _const(lowered(self.ctx.context, item.modifier))
         if head == "@request" and len(rest) == 2 and rest[0] in ("headers", "query"):
-            return _const(_lowered(request_value(self.ctx.request, *rest), item.modifier))
+            return _const(lowered(request_value(self.ctx.request, *rest), item.modifier))
         if not rest:
             macros = _now_macros()
             if head in macros:
@@ -227,7 +225,7 @@ class Compiler:
             if any(not (a.const and isinstance(a.py, str)) for a in args[2:]):
                 raise InvalidArgument("strftime modifiers must be strings, like '+1 day'")
             return Value(sa.func.strftime(*(a.sql for a in args)), ftype="text")
-        if len(args) != 4 or any(a.const and not _is_number(a.py) for a in args):
+        if len(args) != 4 or any(a.const and not is_number(a.py) for a in args):
             raise InvalidArgument("geoDistance takes four numbers: geoDistance(lonA, latA, "
                                   "lonB, latB)")
         return Value(sa.func.hc_geo_distance(*(a.sql for a in args)), ftype="number")
@@ -279,7 +277,7 @@ class Compiler:
             if every:
                 fresh = self._alias(coll)
                 cond = self._path(coll, fresh, rest, modifier, 0).wrap(inner, True)
-                return ~sa.exists(_within(fresh).where(
+                return ~sa.exists(within(fresh).where(
                     *self._seen(coll, fresh), sa.not_(sa.func.coalesce(cond, False))))
             key = (coll.id, item.alias)
             if key not in self._joins:
@@ -366,8 +364,8 @@ class Compiler:
             item = sa.func.lower(each.c.value) if modifier == "lower" else each.c.value
             cond = inner(Value(item, ftype=f.type))
             if every:
-                return ~sa.exists(_within(each).where(sa.not_(sa.func.coalesce(cond, False))))
-            return sa.exists(_within(each).where(cond))
+                return ~sa.exists(within(each).where(sa.not_(sa.func.coalesce(cond, False))))
+            return sa.exists(within(each).where(cond))
 
         return _Resolved(wrap, True)
 
@@ -398,9 +396,9 @@ class Compiler:
                 points = col == table.c.id
             seen = self._seen(other, alias)
             if every:
-                return ~sa.exists(_within(*froms).where(
+                return ~sa.exists(within(*froms).where(
                     points, *seen, sa.not_(sa.func.coalesce(cond, False))))
-            return sa.exists(_within(*froms).where(points, *seen, cond))
+            return sa.exists(within(*froms).where(points, *seen, cond))
 
         return _Resolved(wrap, True)
 
@@ -416,122 +414,15 @@ class Compiler:
             cond = nested.wrap(inner, every)
             seen = self._seen(target, alias)
             if not f.multi:
-                return sa.exists(_within(alias).where(alias.c.id == col, *seen, cond))
+                return sa.exists(within(alias).where(alias.c.id == col, *seen, cond))
             each = sa.func.json_each(col).table_valued("value").alias()
             linked = alias.c.id == each.c.value
             if every:
-                return ~sa.exists(_within(each, alias).where(
+                return ~sa.exists(within(each, alias).where(
                     linked, *seen, sa.not_(sa.func.coalesce(cond, False))))
-            return sa.exists(_within(each, alias).where(linked, *seen, cond))
+            return sa.exists(within(each, alias).where(linked, *seen, cond))
 
         return _Resolved(wrap, True)
-
-
-def _within(*froms: Any) -> sa.Select[Any]:
-    """`SELECT 1 FROM froms`, for an EXISTS: any other table its conditions name belongs to
-    an enclosing query, however deep. (On its own SQLAlchemy correlates only with the
-    immediately enclosing SELECT; `@collection` joins wrap the whole filter in one more, and
-    a path inside it would otherwise pull the outer table into its own FROM, uncorrelated,
-    and match whenever any record matched.)"""
-    return sa.select(1).select_from(*froms).correlate_except(*froms)
-
-
-def json_extract(col: Expr, path: Sequence[str]) -> Expr:
-    """The value at `path` (`a.b.0`) inside a json column."""
-    return sa.func.json_extract(col, "$" + "".join(
-        f"[{p}]" if p.isdigit() else f".{p}" for p in path))
-
-
-_INT64 = range(-(2**63), 2**63)
-
-
-def _sql_number(value: Any) -> Any:
-    """A body value as SQLite can take it: an integer beyond 64 bits becomes a float (JSON
-    numbers are doubles to PocketBase anyway)."""
-    if isinstance(value, list):
-        return [_sql_number(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
-        try:
-            return float(value)
-        except OverflowError:  # past a double's range too
-            return math.inf if value > 0 else -math.inf
-    return value
-
-
-def _lowered(value: Any, modifier: str) -> Any:
-    if modifier != "lower":
-        return value
-    if isinstance(value, list):
-        return [v.lower() if isinstance(v, str) else v for v in value]
-    return value.lower() if isinstance(value, str) else value
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _is_null(v: Value) -> Expr:
-    if v.const:
-        return sa.literal(v.py is None or v.py == "")
-    if v.ftype in ("number", "bool"):
-        return v.sql.is_(None)
-    return sa.or_(v.sql.is_(None), v.sql == "")
-
-
-def _compare(left: Value, op: str, right: Value) -> Expr:
-    if op in ("=", "!="):
-        if left.const and left.py is None:
-            left, right = right, left
-        if right.const and right.py is None:
-            expr = _is_null(left)
-            return expr if op == "=" else ~expr
-        expr = left.sql == right.sql
-        if op == "=":
-            return expr
-        # `!=` treats NULL as a value, so an empty field differs from "x" (PocketBase does).
-        return left.sql.is_not(right.sql)
-    if op in ("~", "!~"):
-        if right.const:
-            text = "" if right.py is None else str(right.py)
-            pattern = sa.literal(text if "%" in text else f"%{_escape_like(text)}%")
-        else:
-            pattern = sa.literal("%") + right.sql + sa.literal("%")
-        # LIKE compares text; SQLite would convert anyway, the cast says so to SQLAlchemy.
-        expr = sa.cast(left.sql, sa.String).like(pattern, escape="\\")
-        return expr if op == "~" else sa.not_(sa.func.coalesce(expr, False))
-    if (left.const and left.py is None) or (right.const and right.py is None):
-        return sa.false()
-    return {">": left.sql > right.sql, ">=": left.sql >= right.sql,
-            "<": left.sql < right.sql, "<=": left.sql <= right.sql}[op]
-
-
-def varies(text: str | None) -> bool:
-    """Whether what `text` compiles to may change from one request of a caller to the next:
-    it reads the clock (`@now`, `@todayStart`, `@hour`, …), the request's headers or query
-    (`@request.headers.*`, `@request.query.*`), or `@request.context`. Raises
-    InvalidArgument on a syntax error."""
-    node = parse_filter(text or "")
-    return node is not None and _walk(node, _varying)
-
-
-def _varying(path: tuple[str, ...]) -> bool:
-    if path[0] == "@request":
-        return path[1:2] in (("headers",), ("query",), ("context",))
-    return path[0].startswith("@") and path[0] != "@collection"  # a time macro
-
-
-def _walk(node: Node | Operand, test: Callable[[tuple[str, ...]], bool]) -> bool:
-    if isinstance(node, Group):
-        return any(_walk(child, test) for child in node.items)
-    if isinstance(node, Cmp):
-        return _walk(node.left, test) or _walk(node.right, test)
-    if isinstance(node, Call):
-        return any(_walk(arg, test) for arg in node.args)
-    return isinstance(node, Ident) and test(node.path)
-
-
-def _is_number(value: Any) -> bool:
-    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 def listable(schema: Schema, collection: Collection, table: Any,

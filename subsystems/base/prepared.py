@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from hanzocloud.identity import Identity
 from subsystems.base.collections import Schema
-from subsystems.base.filter_sql import varies
+from subsystems.base.filter_parse import varies
 
 # Prepared statements kept per org schema; the oldest goes first when it is full.
 CACHE_SIZE = 1024

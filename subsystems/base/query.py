@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from hanzocloud.errors import InvalidArgument
 from subsystems.base.collections import Collection, Schema
-from subsystems.base.filter_sql import MAX_HOPS, RuleContext, json_extract, listable
+from subsystems.base.filter_sql import MAX_HOPS, RuleContext, listable
+from subsystems.base.filter_values import json_extract
 
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 500

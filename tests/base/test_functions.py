@@ -8,7 +8,7 @@ import pytest
 from cloud import Cloud
 
 from hanzocloud.sqlfunctions import geo_distance
-from subsystems.base.filter_sql import varies
+from subsystems.base.filter_parse import varies
 
 from .support import Api, api_for, assert_error
 

@@ -10,7 +10,7 @@ from cloud import Cloud
 from sqlalchemy.dialects import sqlite
 
 from subsystems.base.collections import Schema
-from subsystems.base.filter_sql import varies
+from subsystems.base.filter_parse import varies
 from subsystems.base.prepared import CACHE_SIZE, cached, caller_key, prepare
 
 from .support import Api, api_for, assert_error
