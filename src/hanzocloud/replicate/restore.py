@@ -22,7 +22,7 @@ from hanzocloud.replicate.crypto import SinkKeys
 from hanzocloud.replicate.errors import ChainError
 from hanzocloud.replicate.sink import Sink
 from hanzocloud.replicate.tenant import remove_marker
-from hanzocloud.replicate.wal import apply_frames, shm_path, wal_path
+from hanzocloud.replicate.wal import apply_frames, remove_wal_files
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +161,7 @@ def restore_beside(sink: Sink, keys: SinkKeys, org: str, service: str, target: P
     `.superseded-<time>`. A restore that fails, finds nothing or is refused leaves `target`
     as it was."""
     staging = target.with_name(f".{target.name}.incoming")
-    # The check's connection leaves the staged file's -wal (empty) and -shm behind.
-    staged = (staging, staging.with_name(staging.name + ".dek"), wal_path(staging),
-              shm_path(staging))
+    staged = (staging, staging.with_name(staging.name + ".dek"))
     try:
         result = restore(sink, keys, org, service, staging, at=at)
         if result is None:
@@ -178,13 +176,11 @@ def restore_beside(sink: Sink, keys: SinkKeys, org: str, service: str, target: P
         for leftover in staged:
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
+        remove_wal_files(staging)  # the check's connection leaves them behind
 
 
 def _put_in_place(tmp: Path, target: Path, sidecar: bytes) -> None:
-    # A WAL left from the old file would be replayed onto the new one: remove it first.
-    for stale in (wal_path(target), shm_path(target)):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
+    remove_wal_files(target)
     remove_marker(target)
     dek = target.with_name(target.name + ".dek")
     dek_tmp = dek.with_name(f".{dek.name}.restore-{os.getpid()}")
@@ -205,9 +201,7 @@ def set_aside(path: Path) -> None:
     for item in (path, path.with_name(path.name + ".dek")):
         if item.exists():
             os.replace(item, item.with_name(f"{item.name}.superseded-{stamp}"))
-    for stale in (wal_path(path), shm_path(path)):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
+    remove_wal_files(path)
     remove_marker(path)
 
 

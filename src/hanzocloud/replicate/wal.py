@@ -10,6 +10,7 @@ the key.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import time
@@ -53,6 +54,14 @@ def wal_path(db: Path) -> Path:
 
 def shm_path(db: Path) -> Path:
     return db.with_name(db.name + "-shm")
+
+
+def remove_wal_files(db: Path) -> None:
+    """Delete `db`'s `-wal` and `-shm` if present: before another file takes its place (a WAL
+    left there would be replayed onto it), or with a staged copy that is not kept."""
+    for path in (wal_path(db), shm_path(db)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def read_state(db: Path, *, attempts: int = 50) -> WalState | None:

@@ -13,7 +13,7 @@ from sqlalchemy import exc as sa_exc
 
 from hanzocloud import sqlfunctions
 from hanzocloud.inline_sqlite import sqlite_code
-from hanzocloud.storage.walfiles import keep_wal_files
+from hanzocloud.storage.walfiles import WAL_SIZE_LIMIT, keep_wal_files
 
 # Tenant engines run sqlcipher3 connections, whose DB-API exception classes SQLAlchemy's
 # adapters do not recognise: they arrive unwrapped. Catch these tuples, never one family alone.
@@ -102,7 +102,8 @@ def connect_sqlcipher(path: Path, dek: bytes, *, busy_ms: int = 10_000) -> sqlci
         # Touch the schema so a wrong key fails here, not at the first query.
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         conn.executescript("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; "
-                           f"PRAGMA busy_timeout = {int(busy_ms)}; PRAGMA synchronous = NORMAL;")
+                           f"PRAGMA busy_timeout = {int(busy_ms)}; PRAGMA synchronous = NORMAL; "
+                           f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};")
         keep_wal_files(conn)  # no file created or deleted per open and close (see walfiles)
         sqlfunctions.install(conn)
     except BaseException:

@@ -80,9 +80,9 @@ def _library() -> Any | None:
 def keep_wal_files(conn: sqlcipher3.Connection) -> bool:
     """Make `conn`'s close keep the `-wal` (emptied) and `-shm` files; True if it will.
 
-    Call on a fresh connection, before another thread can use it. The WAL size limit is set
-    either way."""
-    conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+    Call on a fresh connection, before another thread can use it, that has
+    `journal_size_limit` set (`WAL_SIZE_LIMIT`): without a limit the last close would keep
+    the WAL's frames rather than empty it."""
     lib = _library()
     if lib is None:
         return False
