@@ -65,6 +65,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_LOCK_PROBE = """
+import fcntl, os, struct, sys
+def held(path, byte):  # does a process other than this one lock `byte` of `path`?
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        probe = struct.pack("hhqqi", fcntl.F_WRLCK, 0, byte, 1, 0)
+        return struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_GETLK, probe))[0] != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
+db = sys.argv[1]
+print(int(held(db + "-shm", 128)), int(held(db, 0x40000002)))
+"""
+
+
+def sqlite_locks_held(db: Path) -> tuple[bool, bool]:
+    """Whether this process holds SQLite's shared locks on `db`, as another process sees
+    them: the wal-index's "in use" byte (an opener that finds it free resets the
+    wal-index) and the main file's SHARED range (held by every WAL-mode connection)."""
+    out = subprocess.run([sys.executable, "-c", _LOCK_PROBE, str(db)], capture_output=True,
+                         text=True, check=True).stdout.split()
+    return out[0] == "1", out[1] == "1"
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUD_")}
     env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")]).rstrip(

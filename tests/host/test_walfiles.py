@@ -18,9 +18,9 @@ DEK = bytes(range(32))
 
 @pytest.fixture
 def fresh_probe() -> Iterator[None]:
-    walfiles._library.cache_clear()
+    walfiles.sqlite_library.cache_clear()
     yield
-    walfiles._library.cache_clear()
+    walfiles.sqlite_library.cache_clear()
 
 
 def sizes(db: Path) -> dict[str, int | None]:
@@ -33,7 +33,7 @@ def sizes(db: Path) -> dict[str, int | None]:
 
 def test_the_installed_binding_passes_the_layout_probe() -> None:
     # If this fails, tenants still open, but every cold open creates and deletes two files.
-    assert walfiles._library() is not None
+    assert walfiles.sqlite_library() is not None
 
 
 def test_the_last_close_empties_the_wal_and_keeps_both_files(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_a_crashed_writer_leaves_a_wal_the_next_open_replays(tmp_path: Path) -> 
 
 def test_without_the_library_sqlite_deletes_the_files_as_usual(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(walfiles, "_library", lambda: None)
+    monkeypatch.setattr(walfiles, "sqlite_library", lambda: None)
     db = tmp_path / "a.db"
     conn = connect_sqlcipher(db, DEK)
     assert walfiles.keep_wal_files(conn) is False
@@ -98,8 +98,8 @@ def test_a_connection_layout_that_does_not_match_turns_persistence_off(
     # A pointer that is not a `sqlite3` (zeros: no VFS pointer first) fails the probe before
     # SQLite is ever handed it.
     zeros = ctypes.create_string_buffer(64)
-    monkeypatch.setattr(walfiles, "_handle", lambda conn: ctypes.addressof(zeros))
-    assert walfiles._library() is None
+    monkeypatch.setattr(walfiles, "connection_pointer", lambda conn: ctypes.addressof(zeros))
+    assert walfiles.sqlite_library() is None
 
 
 def test_a_probe_that_cannot_run_turns_persistence_off(
@@ -108,4 +108,4 @@ def test_a_probe_that_cannot_run_turns_persistence_off(
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(walfiles.tempfile, "TemporaryDirectory", read_only_tmp)
-    assert walfiles._library() is None
+    assert walfiles.sqlite_library() is None

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import conftest
 from hanzocloud.keys import MasterKey
 from hanzocloud.replicate import objects
 from hanzocloud.replicate.errors import ChainError, TenantUnavailable
@@ -34,6 +35,22 @@ async def test_restore_returns_every_shipped_write(tmp_path: Path, sink_url: str
     assert result is not None and result.segments >= 3
     assert rows(tmp_path / "r" / "alpha.db", master, "acme") == bodies
     assert len(generations(sink, "acme", "alpha")) == 1  # checkpoints kept continuity
+
+
+async def test_shipping_keeps_sqlites_locks(tmp_path: Path, master: MasterKey) -> None:
+    # The replicator reads the wal-index and copies the file through SQLite's handles: had
+    # it opened and closed them, this process's locks on them would be gone, and another
+    # process opening the file would reset the wal-index under the open handle.
+    async with replicated(tmp_path / "data", f"file://{tmp_path / 'sink'}", master) as (
+            store, replicator):
+        await add_notes(store, "acme", ["a", "b"])
+        await settled(replicator, "acme")  # a generation begun (a snapshot), frames shipped
+        await add_notes(store, "acme", ["c"])
+        await settled(replicator, "acme")
+        assert conftest.sqlite_locks_held(store.path_for("acme", "alpha")) == (True, True)
+        await replicator.stop()  # the final ship, with the store's handle still open
+        assert conftest.sqlite_locks_held(store.path_for("acme", "alpha")) == (True, True)
+        assert await read_notes(store, "acme") == ["a", "b", "c"]
 
 
 async def test_point_in_time_restore(tmp_path: Path, sink_url: str, master: MasterKey) -> None:

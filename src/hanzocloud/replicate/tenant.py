@@ -35,6 +35,7 @@ from hanzocloud.replicate.wal import (
     wal_path,
 )
 from hanzocloud.storage import connect_sqlcipher, write_file_atomic
+from hanzocloud.storage.sqlitefile import file_of
 
 MARKER_SUFFIX = ".replicate"
 
@@ -84,6 +85,9 @@ class TenantLog:
         self.writer = writer
         self._writer = open_connection(path, dek)
         self._checkpointer = open_connection(path, dek)
+        # The wal-index and the main file are read through this connection's own handles:
+        # opening and closing them here would drop SQLite's locks (see sqlitefile).
+        self._file = file_of(self._checkpointer, path)
         self.generation: str | None = None
         self.index = 0  # the next WAL segment number in this generation
         self.chain = ""
@@ -170,7 +174,7 @@ class TenantLog:
         if self.generation is None or self.closed:
             return False
         try:
-            state = read_state(self.path, attempts=1)
+            state = read_state(self.path, self._file.wal_index, attempts=1)
         except ContinuityLost:  # a writer is updating the header: let a step look properly
             return False
         if state is not None and (state.salt != self.salt or state.frames != self.frames):
@@ -182,14 +186,14 @@ class TenantLog:
         report = StepReport()
         if self.generation is None:
             self.start_generation(report)
-        state = read_state(self.path)
+        state = read_state(self.path, self._file.wal_index)
         if state is not None:
             self._follow(state)
             report.wal_bytes += self._ship(state)
         due_checkpoint, due_snapshot = self._due()
         if (due_checkpoint or due_snapshot) and self.checkpoint(report) and due_snapshot:
             report.snapshot_bytes += self._snapshot()
-        state = read_state(self.path)
+        state = read_state(self.path, self._file.wal_index)
         report.pending_frames = 0 if state is None or state.salt != self.salt else max(
             0, state.frames - self.frames)
         return report
@@ -206,7 +210,7 @@ class TenantLog:
     def checkpoint(self, report: StepReport) -> bool:
         """Ship the tail and backfill the WAL into the db file; True if it fully completed."""
         with self._write_locked():
-            state = read_state(self.path)
+            state = read_state(self.path, self._file.wal_index)
             if state is not None:
                 self._follow(state)
                 report.wal_bytes += self._ship(state)
@@ -224,11 +228,11 @@ class TenantLog:
     def start_generation(self, report: StepReport) -> None:
         """Begin a new generation: full checkpoint, sidecar, snapshot 0, then `latest`."""
         with self._write_locked():
-            state = read_state(self.path)
+            state = read_state(self.path, self._file.wal_index)
             busy, log, done = self._passive_checkpoint()
             if busy or log != done:
                 raise ContinuityLost("a reader kept the checkpoint from completing; retry")
-            image = self.path.read_bytes()
+            image = self._file.read_all()
         generation = objects.new_generation()
         sidecar = self.path.with_name(self.path.name + ".dek").read_bytes()
         base = {"org": self.label, "service": self.service, "generation": generation}
@@ -304,7 +308,7 @@ class TenantLog:
     def _snapshot(self) -> int:
         # Only this replicator checkpoints, so the file is stable until its next checkpoint.
         assert self.generation is not None
-        return self._put_snapshot(self.generation, self.index, self.chain, self.path.read_bytes())
+        return self._put_snapshot(self.generation, self.index, self.chain, self._file.read_all())
 
     def _put_snapshot(self, generation: str, index: int, chain: str, image: bytes) -> int:
         created = time.time()
@@ -326,7 +330,7 @@ class TenantLog:
         if final and self.generation is not None:
             try:
                 with self._write_locked():
-                    state = read_state(self.path)
+                    state = read_state(self.path, self._file.wal_index)
                     if state is not None:
                         self._follow(state)
                         self._ship(state)
@@ -368,9 +372,9 @@ class TenantLog:
         """Close the replicator's own connections (the last one to close checkpoints)."""
         if not self.closed:
             self.closed = True
-            for conn in (self._writer, self._checkpointer):
+            for closable in (self._writer, self._file):
                 with contextlib.suppress(Exception):
-                    conn.close()
+                    closable.close()
 
 
 def remove_marker(db: Path) -> None:

@@ -1,11 +1,11 @@
 """Reading a live SQLite WAL (header, wal-index, frames) and applying frames to a db file.
 
-The replicator reads committed frames straight from `<db>-wal`. How far is committed comes from
-the wal-index header in `<db>-shm` (the same two-copy, checksummed header SQLite's readers
-use), so a transaction being written is never shipped half-done. Frames carry the WAL salt;
-a frame whose salt differs from the header's was overwritten after a WAL restart, which means
-continuity was lost. SQLCipher encrypts page images inside frames; this module never needs
-the key.
+The replicator reads committed frames straight from `<db>-wal`. How far is committed comes
+from the wal-index header of `<db>-shm` (the same two-copy, checksummed header SQLite's
+readers use, read through SQLite's own mapping of it: see `read_state`), so a transaction
+being written is never shipped half-done. Frames carry the WAL salt; a frame whose salt
+differs from the header's was overwritten after a WAL restart, which means continuity was
+lost. SQLCipher encrypts page images inside frames; this module never needs the key.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import contextlib
 import os
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def _native_checksum(data: bytes) -> tuple[int, int]:
     return s1, s2
 
 
+# Reads the wal-index's first n bytes; None when there is none.
+WalIndex = Callable[[int], bytes | None]
+
+
 def wal_path(db: Path) -> Path:
     return db.with_name(db.name + "-wal")
 
@@ -64,8 +69,12 @@ def remove_wal_files(db: Path) -> None:
             os.unlink(path)
 
 
-def read_state(db: Path, *, attempts: int = 50) -> WalState | None:
+def read_state(db: Path, wal_index: WalIndex, *, attempts: int = 50) -> WalState | None:
     """The committed WAL state from the wal-index, or None when the WAL holds no frames.
+
+    `wal_index(n)` returns the wal-index's first n bytes (None if it has none): from
+    SQLite's own mapping of it (`hanzocloud.storage.sqlitefile`) while this process has the
+    database open, since opening and closing the `-shm` would drop SQLite's locks on it.
 
     An empty WAL counts as none: its header's salt binds nothing (the first writer of a
     WAL left empty at a close picks a new one), and the wal-index a closed file keeps
@@ -73,28 +82,38 @@ def read_state(db: Path, *, attempts: int = 50) -> WalState | None:
     try:
         if os.stat(wal_path(db)).st_size <= WAL_HEADER_BYTES:
             return None
-        fd = os.open(shm_path(db), os.O_RDONLY)
     except FileNotFoundError:
         return None
-    try:
-        for attempt in range(attempts):
-            raw = os.pread(fd, 2 * _SHM_COPY, 0)
-            if len(raw) < 2 * _SHM_COPY:
+    for attempt in range(attempts):
+        raw = wal_index(2 * _SHM_COPY)
+        if raw is None or len(raw) < 2 * _SHM_COPY:
+            return None
+        first, second = raw[:_SHM_COPY], raw[_SHM_COPY:]
+        if first == second:
+            (_, _, _, is_init, _, size_code, frames, _, _, salt,
+             checksum) = _SHM_HEADER.unpack(first)
+            if not is_init or not frames:
                 return None
-            first, second = raw[:_SHM_COPY], raw[_SHM_COPY:]
-            if first == second:
-                (_, _, _, is_init, _, size_code, frames, _, _, salt,
-                 checksum) = _SHM_HEADER.unpack(first)
-                if not is_init or not frames:
-                    return None
-                if struct.unpack("=II", checksum) == _native_checksum(first[:40]):
-                    page_size = 65536 if size_code == 1 else size_code
-                    return WalState(salt, frames, page_size)
-            if attempt + 1 < attempts:
-                time.sleep(0.0005)  # a writer is updating the header: read again
-    finally:
-        os.close(fd)
+            if struct.unpack("=II", checksum) == _native_checksum(first[:40]):
+                page_size = 65536 if size_code == 1 else size_code
+                return WalState(salt, frames, page_size)
+        if attempt + 1 < attempts:
+            time.sleep(0.0005)  # a writer is updating the header: read again
     raise ContinuityLost(f"{shm_path(db)}: wal-index header never read consistently")
+
+
+def shm_file(db: Path) -> WalIndex:
+    """A `wal_index` reader that opens `<db>-shm` itself: only for a database no connection
+    of this process has open (its close would drop their locks), such as a test's fixture."""
+
+    def read(size: int) -> bytes | None:
+        try:
+            with open(shm_path(db), "rb") as fh:
+                return fh.read(size)
+        except FileNotFoundError:
+            return None
+
+    return read
 
 
 def read_frames(db: Path, state: WalState, start: int, end: int) -> bytes:

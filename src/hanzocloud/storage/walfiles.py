@@ -38,12 +38,12 @@ _HANDLE_OFFSET = object.__basicsize__  # the connection's first field: its `sqli
 WAL_SIZE_LIMIT = 8 * 1024 * 1024
 
 
-def _handle(conn: sqlcipher3.Connection) -> int:
+def connection_pointer(conn: sqlcipher3.Connection) -> int:
     return ctypes.c_void_p.from_address(id(conn) + _HANDLE_OFFSET).value or 0
 
 
 @functools.cache
-def _library() -> Any | None:
+def sqlite_library() -> Any | None:
     """The sqlite3 library inside sqlcipher3, if a probe shows its handles can be reached."""
     try:
         lib = ctypes.CDLL(_sqlite3.__file__)
@@ -61,7 +61,7 @@ def _library() -> Any | None:
         with tempfile.TemporaryDirectory(prefix="hanzocloud-probe-") as folder:
             path = os.path.realpath(os.path.join(folder, "probe.db"))
             with contextlib.closing(sqlcipher3.connect(path)) as probe:
-                handle = _handle(probe)
+                handle = connection_pointer(probe)
                 # A `sqlite3` begins with its VFS pointer: check that before SQLite sees it.
                 ok = (handle > 4096 and handle % ctypes.alignment(ctypes.c_void_p) == 0
                       and ctypes.c_void_p.from_address(handle).value
@@ -83,10 +83,10 @@ def keep_wal_files(conn: sqlcipher3.Connection) -> bool:
     Call on a fresh connection, before another thread can use it, that has
     `journal_size_limit` set (`WAL_SIZE_LIMIT`): without a limit the last close would keep
     the WAL's frames rather than empty it."""
-    lib = _library()
+    lib = sqlite_library()
     if lib is None:
         return False
     flag = ctypes.c_int(1)
-    code: int = lib.sqlite3_file_control(_handle(conn), b"main", _PERSIST_WAL,
+    code: int = lib.sqlite3_file_control(connection_pointer(conn), b"main", _PERSIST_WAL,
                                          ctypes.byref(flag))
     return code == 0
