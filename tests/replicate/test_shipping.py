@@ -33,6 +33,8 @@ async def test_restore_returns_every_shipped_write(tmp_path: Path, sink_url: str
         sink = replicator.sink
         result = restore(sink, replicator.keys, "acme", "alpha", tmp_path / "r" / "alpha.db")
     assert result is not None and result.segments >= 3
+    # The replicator's final close came last, and emptied the wal-index for the file's rest.
+    assert (tmp_path / "data" / "orgs" / "acme" / "alpha.db-shm").stat().st_size == 0
     assert rows(tmp_path / "r" / "alpha.db", master, "acme") == bodies
     assert len(generations(sink, "acme", "alpha")) == 1  # checkpoints kept continuity
 
@@ -51,6 +53,8 @@ async def test_shipping_keeps_sqlites_locks(tmp_path: Path, master: MasterKey) -
         await replicator.stop()  # the final ship, with the store's handle still open
         assert conftest.sqlite_locks_held(store.path_for("acme", "alpha")) == (True, True)
         assert await read_notes(store, "acme") == ["a", "b", "c"]
+    # The store closed last: its close, finding no connection left, emptied the wal-index.
+    assert (tmp_path / "data" / "orgs" / "acme" / "alpha.db-shm").stat().st_size == 0
 
 
 async def test_point_in_time_restore(tmp_path: Path, sink_url: str, master: MasterKey) -> None:

@@ -36,6 +36,7 @@ from hanzocloud.replicate.wal import (
 )
 from hanzocloud.storage import connect_sqlcipher, write_file_atomic
 from hanzocloud.storage.sqlitefile import file_of
+from hanzocloud.storage.walfiles import trim_wal_index
 
 MARKER_SUFFIX = ".replicate"
 
@@ -369,12 +370,14 @@ class TenantLog:
         return aside
 
     def release(self) -> None:
-        """Close the replicator's own connections (the last one to close checkpoints)."""
+        """Close the replicator's own connections (the last one to close checkpoints), and
+        empty the wal-index if no connection is left on the file."""
         if not self.closed:
             self.closed = True
             for closable in (self._writer, self._file):
                 with contextlib.suppress(Exception):
                     closable.close()
+            trim_wal_index(self.path)  # the last connection here: empty the -shm for its rest
 
 
 def remove_marker(db: Path) -> None:

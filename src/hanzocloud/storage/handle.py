@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hanzocloud.inline_sqlite import sqlite_code
 from hanzocloud.storage.sqlite import OPERATIONAL_ERRORS, Budget, wal_is_short
+from hanzocloud.storage.walfiles import trim_wal_index
 
 if TYPE_CHECKING:
     from hanzocloud.storage.store import TenantStore
@@ -158,7 +159,9 @@ class TenantHandle:
 
     async def dispose(self) -> None:
         """Close every connection of both engines: on the loop thread when the WAL is
-        short (a thread hop costs the loop more than such a close), else in a thread."""
+        short (a thread hop costs the loop more than such a close), else in a thread.
+        Then, if no connection is left on the file, its wal-index is emptied for its rest
+        (see `trim_wal_index`)."""
         if self._held is not None:
             self._held.close()  # back to the pool, which closes it below
             self._held = None
@@ -169,3 +172,4 @@ class TenantHandle:
                 await asyncio.to_thread(self._sync_engine.dispose)
         if self._engine is not None:
             await self._engine.dispose()
+        trim_wal_index(self.path)
