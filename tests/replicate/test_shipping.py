@@ -57,6 +57,22 @@ async def test_shipping_keeps_sqlites_locks(tmp_path: Path, master: MasterKey) -
     assert (tmp_path / "data" / "orgs" / "acme" / "alpha.db-shm").stat().st_size == 0
 
 
+async def test_a_released_log_has_nothing_to_step(tmp_path: Path, master: MasterKey) -> None:
+    # A lost lease releases the log in a thread while the loop may be asking it whether it
+    # has work: the answer is no, not an error from its closed connection.
+    async with replicated(tmp_path / "data", f"file://{tmp_path / 'sink'}", master) as (
+            store, replicator):
+        await add_notes(store, "acme", ["a"])
+        await settled(replicator, "acme")
+        log = replicator._followed[("acme", "alpha")].log
+        file = log._file
+        log.release()
+        assert log.settled() is True
+        log.closed = False  # as if the release were still running in its thread
+        assert log.settled() is True and file._conn is None
+        log.closed = True
+
+
 async def test_point_in_time_restore(tmp_path: Path, sink_url: str, master: MasterKey) -> None:
     async with replicated(tmp_path / "data", sink_url, master) as (store, replicator):
         await add_notes(store, "acme", ["a1", "a2", "a3"])

@@ -35,8 +35,8 @@ from hanzocloud.replicate.wal import (
     wal_path,
 )
 from hanzocloud.storage import connect_sqlcipher, write_file_atomic
+from hanzocloud.storage.shm import trim_wal_index
 from hanzocloud.storage.sqlitefile import file_of
-from hanzocloud.storage.walfiles import trim_wal_index
 
 MARKER_SUFFIX = ".replicate"
 
@@ -172,12 +172,16 @@ class TenantLog:
         the replicator asks on the event loop before it hands a step to a worker thread
         (a thread hop per idle tenant per pass cost the serving loop about a third of its
         throughput)."""
-        if self.generation is None or self.closed:
+        if self.closed:
+            return True  # released (the lease was lost, say): there is nothing to step
+        if self.generation is None:
             return False
         try:
             state = read_state(self.path, self._file.wal_index, attempts=1)
         except ContinuityLost:  # a writer is updating the header: let a step look properly
             return False
+        except sqlcipher3.ProgrammingError:  # released in a thread meanwhile
+            return True
         if state is not None and (state.salt != self.salt or state.frames != self.frames):
             return False
         return not any(self._due())

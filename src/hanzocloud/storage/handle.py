@@ -15,8 +15,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hanzocloud.inline_sqlite import sqlite_code
+from hanzocloud.storage.shm import trim_wal_index
 from hanzocloud.storage.sqlite import OPERATIONAL_ERRORS, Budget, wal_is_short
-from hanzocloud.storage.walfiles import trim_wal_index
 
 if TYPE_CHECKING:
     from hanzocloud.storage.store import TenantStore

@@ -13,6 +13,7 @@ from sqlalchemy import exc as sa_exc
 
 from hanzocloud import sqlfunctions
 from hanzocloud.inline_sqlite import sqlite_code
+from hanzocloud.storage.shm import Connection, connect_counted
 from hanzocloud.storage.walfiles import WAL_SIZE_LIMIT, keep_wal_files
 
 # Tenant engines run sqlcipher3 connections, whose DB-API exception classes SQLAlchemy's
@@ -92,11 +93,11 @@ def _quiet_cipher_log() -> None:
 _quiet_cipher_log()
 
 
-def connect_sqlcipher(path: Path, dek: bytes, *, busy_ms: int = 10_000) -> sqlcipher3.Connection:
+def connect_sqlcipher(path: Path, dek: bytes, *, busy_ms: int = 10_000) -> Connection:
     """Open one SQLCipher connection with a raw key, the standard pragmas and the SQL
     functions of `hanzocloud.sqlfunctions`. Its `-wal` and `-shm` outlive it (see
     `hanzocloud.storage.walfiles`): the WAL is emptied, not deleted, by the last close."""
-    conn = sqlcipher3.connect(str(path), check_same_thread=False)
+    conn = connect_counted(path, check_same_thread=False)  # counted: see storage.shm
     try:
         conn.execute(f"PRAGMA key = \"x'{dek.hex()}'\"")
         # Touch the schema so a wrong key fails here, not at the first query.

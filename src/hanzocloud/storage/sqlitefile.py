@@ -64,9 +64,10 @@ class _Methods(ctypes.Structure):
 class SqliteFile:
     """The main file of one connection, read through SQLite's handle of it.
 
-    It owns the connection from here on: `close` closes both, and waits for a read in
-    progress, so no read ever follows the handle into freed memory. The connection must
-    have read the database once (so its wal-index is mapped) before `wal_index` is asked.
+    It owns the connection from here on: `close` closes both, after a read in progress,
+    and no read starts once it has begun, so none follows the handle into freed memory.
+    The connection must have read the database once (so its wal-index is mapped) before
+    `wal_index` is asked.
     """
 
     def __init__(self, conn: sqlcipher3.Connection) -> None:
@@ -122,11 +123,13 @@ class SqliteFile:
             return bytes(image)
 
     def close(self) -> None:
-        """Close the connection (once a read in progress has finished)."""
+        """Close the connection, once a read in progress has finished. Reads from then on
+        raise ProgrammingError at once: they never wait for the close itself (a last
+        connection's close checkpoints, which may take a while)."""
         with self._lock:
             conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+        if conn is not None:
+            conn.close()
 
 
 class OpenedFile:

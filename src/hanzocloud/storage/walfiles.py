@@ -6,7 +6,7 @@ two unlinks at its close, cost more than everything else in the open together, a
 all of its spread: creating an inode waits on the filesystem's journal, which every other
 writer on the disk shares. With persistence on, the last close still checkpoints, then
 truncates the WAL to zero bytes (`journal_size_limit` is set for that) instead of deleting
-it; the `-shm` stays too (emptied by `trim_wal_index`, below, once no connection is left),
+it; the `-shm` stays too (emptied once no connection is left: see `hanzocloud.storage.shm`),
 and the next open resets it as SQLite always does for a first connection. A closed database
 is as complete in its main file as before.
 
@@ -21,13 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import functools
 import os
-import struct
 import tempfile
-import threading
-from pathlib import Path
 from typing import Any
 
 import sqlcipher3
@@ -96,65 +92,3 @@ def keep_wal_files(conn: sqlcipher3.Connection) -> bool:
                                          ctypes.byref(flag))
     return code == 0
 
-
-# -- an empty wal-index at rest ---------------------------------------------------------------
-#
-# The first connection to open a WAL database truncates its `-shm` and writes it out again
-# (32 KiB), which frees and reallocates the file's blocks: once a closed file's `-shm` has
-# been written back to disk, that is most of a cold open's filesystem time, and its spread.
-# `trim_wal_index` empties the `-shm` when the last connection has closed, so a file at rest
-# keeps none, and a cold open allocates blocks that are not written back unless it stays
-# open. It follows SQLite's own first-connection protocol: a write lock on the wal-index's
-# "in use" byte, which every connection holds a read lock on while it has the file open,
-# then the truncation. SQLite's openers treat that lock as another opener at work, and retry.
-#
-# The lock is an open-file-description lock: those conflict with SQLite's (process-owned)
-# locks even within this process, so taking it proves that no connection, here or anywhere,
-# has the file open. A descriptor whose lock was refused is kept, never closed: closing any
-# descriptor of a file drops every process-owned lock this process holds on it (see
-# `hanzocloud.storage.sqlitefile`). The next trim of that file reuses it, and closes it once
-# its lock is granted, so at most one is kept per file some connection here still has open.
-
-_DMS_BYTE = 128  # SQLite's "in use" byte of the wal-index (UNIX_SHM_DMS)
-_DMS_WRITE_LOCK = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, _DMS_BYTE, 1, 0)
-_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)  # Linux 3.15+
-# (device, inode) of a -shm -> descriptors of it that could not be closed safely yet. A file
-# replaced while one is kept (a restore) keeps it until the process exits.
-_kept: dict[tuple[int, int], list[int]] = {}
-_kept_lock = threading.Lock()
-
-
-def trim_wal_index(db: Path) -> bool:
-    """Empty `db`'s `-shm` if no connection (of any process) has the database open; True if
-    it was emptied. Call after closing connections; harmless at any time."""
-    if _OFD_SETLK is None:
-        return False
-    shm = f"{db}-shm"
-    with _kept_lock:
-        try:
-            info = os.stat(shm, follow_symlinks=False)
-        except OSError:
-            return False
-        key = (info.st_dev, info.st_ino)
-        fds = _kept.pop(key, [])
-        if not fds:
-            try:
-                fd = os.open(shm, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-                opened = os.fstat(fd)
-            except OSError:
-                return False
-            key = (opened.st_dev, opened.st_ino)  # replaced since the stat: take its kept too
-            fds = [*_kept.pop(key, []), fd]
-        try:
-            fcntl.fcntl(fds[0], _OFD_SETLK, _DMS_WRITE_LOCK)
-        except OSError:  # a connection has the file open: keep the descriptors for next time
-            _kept[key] = fds
-            return False
-        try:
-            os.ftruncate(fds[0], 0)
-        except OSError:
-            return False
-        finally:
-            for fd in fds:  # no connection holds a lock on the file (ours was granted)
-                os.close(fd)
-        return True
