@@ -16,7 +16,7 @@ from hanzocloud.replicate.errors import ChainError, TenantUnavailable
 from hanzocloud.replicate.restore import generations, restore, wal_indexes
 from hanzocloud.replicate.sink import Sink
 from hanzocloud.replicate.tenant import TenantLog
-from hanzocloud.storage import GLOBAL_ORG, connect_sqlcipher
+from hanzocloud.storage import GLOBAL_ORG, connect_sqlcipher, walfiles
 
 from .conftest import FAST, add_notes, all_objects, read_notes, replicated, rows, settled
 
@@ -55,6 +55,27 @@ async def test_shipping_keeps_sqlites_locks(tmp_path: Path, master: MasterKey) -
         assert await read_notes(store, "acme") == ["a", "b", "c"]
     # The store closed last: its close, finding no connection left, emptied the wal-index.
     assert (tmp_path / "data" / "orgs" / "acme" / "alpha.db-shm").stat().st_size == 0
+
+
+async def test_shipping_without_sqlites_handles(tmp_path: Path, master: MasterKey,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # Where the binding's SQLite cannot be reached, the replicator reads the files by
+    # opening them (which drops this process's locks on them), and nothing may then empty a
+    # -shm the replicator still has mapped: evictions, reopens and the final close, and the
+    # restore still holds every row.
+    monkeypatch.setattr(walfiles, "sqlite_library", lambda: None)
+    bodies = [f"n{i}" for i in range(40)]
+    async with replicated(tmp_path / "data", f"file://{tmp_path / 'sink'}", master) as (
+            store, replicator):
+        for start in range(0, len(bodies), 10):
+            await add_notes(store, "acme", bodies[start:start + 10])
+            await settled(replicator, "acme")  # it read the -shm by opening it
+            await store.evict("acme", "alpha")  # the handle closes; the replicator's stay
+            await settled(replicator, "acme")
+        assert await read_notes(store, "acme") == bodies
+        sink, keys = replicator.sink, replicator.keys
+    assert restore(sink, keys, "acme", "alpha", tmp_path / "r" / "alpha.db") is not None
+    assert rows(tmp_path / "r" / "alpha.db", master, "acme") == bodies
 
 
 async def test_a_released_log_has_nothing_to_step(tmp_path: Path, master: MasterKey) -> None:
