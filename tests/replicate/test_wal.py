@@ -11,7 +11,7 @@ import pytest
 from hanzocloud.replicate import wal
 from hanzocloud.replicate.errors import ContinuityLost
 from hanzocloud.storage import connect_sqlcipher
-from hanzocloud.storage.sqlitefile import SqliteFile
+from hanzocloud.storage.sqlitefile import SqliteFile, shm_file
 
 
 def test_a_torn_header_is_reread_without_a_last_wait(tmp_path: Path,
@@ -23,20 +23,20 @@ def test_a_torn_header_is_reread_without_a_last_wait(tmp_path: Path,
     naps: list[float] = []
     monkeypatch.setattr(wal.time, "sleep", naps.append)
     with pytest.raises(ContinuityLost):
-        wal.read_state(db, wal.shm_file(db), attempts=1)
+        wal.read_state(db, shm_file(db), attempts=1)
     assert naps == []
     with pytest.raises(ContinuityLost):
-        wal.read_state(db, wal.shm_file(db), attempts=3)
+        wal.read_state(db, shm_file(db), attempts=3)
     assert len(naps) == 2
 
 
 def test_no_wal_index_means_no_wal(tmp_path: Path) -> None:
     absent = tmp_path / "absent.db"
-    assert wal.read_state(absent, wal.shm_file(absent), attempts=1) is None
+    assert wal.read_state(absent, shm_file(absent), attempts=1) is None
     db = tmp_path / "short.db"
     wal.wal_path(db).write_bytes(b"\0" * 4096)
     wal.shm_path(db).write_bytes(b"\0" * 10)
-    assert wal.read_state(db, wal.shm_file(db), attempts=1) is None
+    assert wal.read_state(db, shm_file(db), attempts=1) is None
 
 
 def test_a_closed_or_empty_wal_has_no_state(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_a_closed_or_empty_wal_has_no_state(tmp_path: Path) -> None:
     assert state is not None and state.frames >= 2
     own.close()
     assert wal.wal_path(db).stat().st_size == 0 and wal.shm_path(db).exists()
-    assert wal.read_state(db, wal.shm_file(db)) is None  # closed: the file may be opened
+    assert wal.read_state(db, shm_file(db)) is None  # closed: the file may be opened
     # Reopened and read only: the WAL is still empty (its header has no frames either).
     conn = connect_sqlcipher(db, bytes(32))
     assert conn.execute("SELECT v FROM t").fetchall() == [(1,)]
@@ -76,6 +76,6 @@ def test_a_wal_index_with_no_frames_is_no_wal(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     wal.wal_path(db).write_bytes(b"\0" * 4096)  # old frames a restarted WAL has not reused
     wal.shm_path(db).write_bytes(_wal_index(0))
-    assert wal.read_state(db, wal.shm_file(db), attempts=1) is None
+    assert wal.read_state(db, shm_file(db), attempts=1) is None
     wal.shm_path(db).write_bytes(_wal_index(5))
-    assert wal.read_state(db, wal.shm_file(db), attempts=1) == wal.WalState(b"saltsalt", 5, 4096)
+    assert wal.read_state(db, shm_file(db), attempts=1) == wal.WalState(b"saltsalt", 5, 4096)

@@ -102,20 +102,6 @@ def read_state(db: Path, wal_index: WalIndex, *, attempts: int = 50) -> WalState
     raise ContinuityLost(f"{shm_path(db)}: wal-index header never read consistently")
 
 
-def shm_file(db: Path) -> WalIndex:
-    """A `wal_index` reader that opens `<db>-shm` itself: only for a database no connection
-    of this process has open (its close would drop their locks), such as a test's fixture."""
-
-    def read(size: int) -> bytes | None:
-        try:
-            with open(shm_path(db), "rb") as fh:
-                return fh.read(size)
-        except FileNotFoundError:
-            return None
-
-    return read
-
-
 def read_frames(db: Path, state: WalState, start: int, end: int) -> bytes:
     """Frames [start, end) of the WAL, checked to belong to the salt of `state`."""
     size = state.frame_bytes

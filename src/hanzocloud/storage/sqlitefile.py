@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlcipher3
@@ -132,6 +133,20 @@ class SqliteFile:
             conn.close()
 
 
+def shm_file(db: Path) -> Callable[[int], bytes | None]:
+    """A wal-index reader that opens `<db>-shm` itself (its first n bytes; None if there is
+    no `-shm`): for a database no connection of this process has open, or the fallback."""
+
+    def read(size: int) -> bytes | None:
+        try:
+            with open(f"{db}-shm", "rb") as fh:
+                return fh.read(size)
+        except FileNotFoundError:
+            return None
+
+    return read
+
+
 class OpenedFile:
     """The fallback where SQLite's handles cannot be reached: the same reads, done by
     opening the files. Each close drops this process's SQLite locks on the file (see
@@ -139,13 +154,7 @@ class OpenedFile:
 
     def __init__(self, conn: sqlcipher3.Connection, path: Path) -> None:
         self._conn, self.path = conn, path
-
-    def wal_index(self, size: int) -> bytes | None:
-        try:
-            with open(self.path.with_name(self.path.name + "-shm"), "rb") as fh:
-                return fh.read(size)
-        except FileNotFoundError:
-            return None
+        self.wal_index = shm_file(path)
 
     def read_all(self) -> bytes:
         return self.path.read_bytes()

@@ -91,4 +91,3 @@ def keep_wal_files(conn: sqlcipher3.Connection) -> bool:
     code: int = lib.sqlite3_file_control(connection_pointer(conn), b"main", _PERSIST_WAL,
                                          ctypes.byref(flag))
     return code == 0
-
