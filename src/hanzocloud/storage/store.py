@@ -112,7 +112,9 @@ class TenantStore:
 
     def load_dek(self, org: str, service: str, *, create: bool = True) -> bytes:
         """Unwrap (or on first use create) the page key of one file."""
-        path = self.path_for(org, service)
+        return self._dek_at(self.path_for(org, service), org, service, create=create)
+
+    def _dek_at(self, path: Path, org: str, service: str, *, create: bool = True) -> bytes:
         sidecar = path.with_name(path.name + ".dek")
         try:
             return unwrap_dek(self.master, org, service, sidecar.read_bytes(), source=sidecar)
@@ -157,7 +159,7 @@ class TenantStore:
         path = self.path_for(org, service)
         if self.replicator is not None:
             self.replicator.before_connect(org, service, path)
-        conn = connect_sqlcipher(path, self.load_dek(org, service))
+        conn = connect_sqlcipher(path, self._dek_at(path, org, service))
         if self.replicator is not None:
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             self.replicator.touched(org, service)
@@ -165,9 +167,8 @@ class TenantStore:
 
     # -- handles -------------------------------------------------------------------------
 
-    def _build(self, org: str, service: str) -> TenantHandle:
-        path = self.path_for(org, service)
-        dek = self.load_dek(org, service)
+    def _build(self, org: str, service: str, path: Path) -> TenantHandle:
+        dek = self._dek_at(path, org, service)
 
         replicated = self.replicator is not None
 
@@ -205,7 +206,7 @@ class TenantStore:
                     _CACHE_MISS.inc()
                     if self.replicator is not None:  # lease, and restore a missing file first
                         await self.replicator.before_open(org, service, path)
-                    handle = self._build(org, service)
+                    handle = self._build(org, service, path)
                     if self.replicator is not None:
                         await self.replicator.opened(org, service, handle.path)
                     await self._make_room()
