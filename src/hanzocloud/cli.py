@@ -149,10 +149,22 @@ def _serve(args: argparse.Namespace) -> int:
     cloud_logging.configure(settings.log_level)
     host = build_host(settings)
     if settings.dev and not settings.kms_master_key_ref:
-        print(DEV_WARNING.format(path=settings.data_dir / DEV_KEY_FILE), file=sys.stderr,
-              flush=True)
-        print(DEV_WARNING.format(path=settings.data_dir / DEV_KEY_FILE), flush=True)
+        # With the listener addresses on stdout, and on stderr with the logs, unless the two
+        # are one file (a terminal, `2>&1`): there it is said once.
+        warning = DEV_WARNING.format(path=settings.data_dir / DEV_KEY_FILE)
+        print(warning, flush=True)
+        if not _one_file(sys.stdout, sys.stderr):
+            print(warning, file=sys.stderr, flush=True)
     return _run(serve(host))
+
+
+def _one_file(a: Any, b: Any) -> bool:
+    """Whether two streams write to the same open file."""
+    try:
+        first, second = os.fstat(a.fileno()), os.fstat(b.fileno())
+    except (AttributeError, OSError, ValueError):  # not backed by a descriptor
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def _run(coro: Any) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import threading
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import SUPPORT, RunningServer, hanzocloud_cmd
@@ -112,3 +114,36 @@ def test_defaults_alone_start_the_server(server_factory: Callable[..., RunningSe
     assert (tmp_path / "data" / "dev-master.key").exists()
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("merged", [False, True], ids=["two-streams", "one-stream"])
+def test_dev_mode_names_its_listeners_and_warns_of_its_key_once(tmp_path: Path,
+                                                                merged: bool) -> None:
+    """What `make run` prints: each listener's address and the dev-key warning, on stdout
+    and on stderr; once when both are the same file (a terminal, `2>&1`)."""
+    import subprocess
+
+    from conftest import subprocess_env
+
+    proc = subprocess.Popen(
+        [*hanzocloud_cmd(), "--dev", f"--data-dir={tmp_path}", "--listen=127.0.0.1:0",
+         "--health-listen=127.0.0.1:0", "--admin-listen=127.0.0.1:0",
+         "--zap-listen=127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+        text=True, env=subprocess_env())
+    assert proc.stdout is not None
+    printed = []
+    for line in proc.stdout:  # ends early if the process dies
+        printed.append(line)
+        if line.startswith("hanzocloud: ready"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, errors = proc.communicate(timeout=30)
+    assert proc.returncode == 0, errors
+    stdout = "".join(printed) + rest
+    warning = f"--dev is on. The master key is a development key stored in clear at {tmp_path}"
+    assert stdout.count(warning) == 1, stdout
+    assert errors is None if merged else errors.count(warning) == 1
+    for name, scheme in (("public", "http"), ("health", "http"), ("admin", "http"),
+                         ("zap", "zap")):
+        assert re.search(rf"^hanzocloud: {name} +{scheme}://127\.0\.0\.1:\d+$", stdout, re.M)
