@@ -78,6 +78,9 @@ def load_brand(name: str, *, brand_file: Path | None = None) -> Brand:
             text = brand_file.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read --brand-file {brand_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"--brand-file {brand_file} is not UTF-8 text (expected a TOML "
+                              "brand definition)") from None
         return _parse(text, str(brand_file))
     known = builtin_brands()
     if name not in known:

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from hanzocloud import __version__
 from hanzocloud.config import OPTIONS, Settings, load_settings
-from hanzocloud.errors import ConfigError
+from hanzocloud.errors import CloudError, ConfigError
 
 DEV_WARNING = (
     "hanzocloud: WARNING: --dev is on. The master key is a development key stored in clear at "
@@ -147,15 +147,34 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = with_dev_sink(_settings(args))  # --dev replicates under the data dir
     cloud_logging.configure(settings.log_level)
-    host = build_host(settings)
-    if settings.dev and not settings.kms_master_key_ref:
-        # With the listener addresses on stdout, and on stderr with the logs, unless the two
-        # are one file (a terminal, `2>&1`): there it is said once.
-        warning = DEV_WARNING.format(path=settings.data_dir / DEV_KEY_FILE)
-        print(warning, flush=True)
-        if not _one_file(sys.stdout, sys.stderr):
-            print(warning, file=sys.stderr, flush=True)
-    return _run(serve(host))
+    try:
+        host = build_host(settings)
+        if settings.dev and not settings.kms_master_key_ref:
+            # With the listener addresses on stdout, and on stderr with the logs, unless the
+            # two are one file (a terminal, `2>&1`): there it is said once.
+            warning = DEV_WARNING.format(path=settings.data_dir / DEV_KEY_FILE)
+            print(warning, flush=True)
+            if not _one_file(sys.stdout, sys.stderr):
+                print(warning, file=sys.stderr, flush=True)
+        return _run(serve(host))
+    except CloudError as exc:
+        # The host's own errors while mounting or starting (a damaged key sidecar, a
+        # dependency that will not come up) are bad state, not bugs: one line, status 2.
+        # Anything else (a TypeError, say) is a bug and keeps its traceback.
+        raise ConfigError(_startup_failure(exc, settings.data_dir)) from None
+
+
+def _startup_failure(exc: CloudError, data_dir: Path) -> str:
+    """The one-line message for a CloudError that stopped the server; never key material."""
+    from hanzocloud.keys import KeyUnwrapError
+
+    if isinstance(exc, KeyUnwrapError):
+        # `reason` names a path or the master key's fingerprint, never key bytes; the
+        # key_unwrap_failed log line just before names the sidecar file.
+        return (f"a database key under {data_dir} does not open ({exc.reason}); the "
+                "key_unwrap_failed log line names its sidecar: restore that file from a "
+                "backup, or pass the master key it was made with")
+    return f"{exc.code}: {exc.message}"
 
 
 def _one_file(a: Any, b: Any) -> bool:
@@ -257,11 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return iam_main(args, list(args.rest), add_globals=_add_globals,
                             parser_class=_Parser)
         raise ConfigError(f"unknown command {command}")
-    except ConfigError as exc:
-        print(f"hanzocloud: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"hanzocloud: error: {exc}", file=sys.stderr)
+    except (ConfigError, OSError) as exc:
+        # One line even when the message quotes a value with a newline in it.
+        print(f"hanzocloud: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -7,6 +7,7 @@ which the CLI prints before exiting with status 2.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tempfile
@@ -153,6 +154,9 @@ def parse_proxies(text: str) -> tuple[str, ...]:
 def _coerce(name: str, kind: str, value: Any, origin: str) -> Any:
     if value is None:
         return None
+    if isinstance(value, str) and "\x00" in value:
+        # No setting may hold a NUL byte; as a path it would fail later with a traceback.
+        raise ConfigError(f"{origin}: bad value {value!r} for {name} (contains a NUL byte)")
     try:
         if kind == "bool":
             if isinstance(value, bool):
@@ -164,17 +168,25 @@ def _coerce(name: str, kind: str, value: Any, origin: str) -> Any:
                 return False
             raise ValueError(value)
         if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)  # OverflowError: a TOML `inf`
+        if kind == "float":
             if isinstance(value, bool):
                 raise ValueError(value)
-            return int(value)
-        if kind == "float":
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # `nan` passes every range check below
+                raise ConfigError(f"{origin}: bad value {value!r} for {name} "
+                                  "(expected a finite number)")
+            return number
         if kind == "path":
-            return Path(str(value)).expanduser()
+            if not isinstance(value, str | os.PathLike) or "\x00" in os.fspath(value):
+                raise ValueError(value)
+            return Path(value).expanduser()
         if not isinstance(value, str):
             raise ValueError(value)
         return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{origin}: bad value {value!r} for {name} (expected {kind})") from None
 
 
@@ -184,6 +196,8 @@ def read_toml(path: Path, *, option: str) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{option}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{option}: {path} is not UTF-8 text (expected a TOML file)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{option}: {path} is not valid TOML: {exc}") from None
 
@@ -241,8 +255,12 @@ def load_settings(
         raise ConfigError("--header-limit must be at least 1024 bytes")
     if merged["header_timeout"] <= 0:
         raise ConfigError("--header-timeout must be a positive number of seconds")
+    if merged["shutdown_timeout"] <= 0:
+        raise ConfigError("--shutdown-timeout must be a positive number of seconds")
     if merged["tenant_cache_size"] < 1:
         raise ConfigError("--tenant-cache-size must be at least 1")
+    if merged["tenant_idle_seconds"] < 0:
+        raise ConfigError("--tenant-idle-seconds must be 0 (close at once) or more seconds")
     if merged["tenant_read_budget_ms"] < 0:
         raise ConfigError("--tenant-read-budget-ms must be 0 (never move reads) or more")
     if merged["tenant_write_budget_ms"] < 0:

@@ -102,6 +102,13 @@ class Busy(RetryLater):
     status = 503
 
 
+class ShuttingDown(RetryLater):
+    """The process stopped (SIGTERM) before this request finished: its drain time ran out."""
+
+    code = "shutting_down"
+    status = 503
+
+
 class SubsystemUnavailable(RetryLater):
     """A dependency is not enabled here and no ZAP address is configured, or it is unreachable."""
 
@@ -143,6 +150,7 @@ ERRORS_BY_CODE: dict[str, type[CloudError]] = {
         RateLimited,
         DeadlineExceeded,
         Overloaded,
+        ShuttingDown,
         SubsystemUnavailable,
     )
 }

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import functools
 import ipaddress
@@ -27,6 +29,7 @@ from hanzocloud.errors import (
     InvalidArgument,
     PayloadTooLarge,
     RetryLater,
+    ShuttingDown,
 )
 from hanzocloud.identity import ANONYMOUS, current_identity, current_request_id
 
@@ -178,6 +181,18 @@ class RequestContext:
             # nothing went wrong here. Counted and logged as 499, as proxies do.
             status = CLIENT_CLOSED
             log.info("client_disconnected", path=scope.get("path"))
+        except asyncio.CancelledError:
+            # The server cancels what still runs once its drain time is up (SIGTERM, then
+            # --shutdown-timeout). Answered here, and ended here: handed on, uvicorn would
+            # log it as a failure and answer a plain-text 500.
+            log.warning("request_cut_by_shutdown", path=scope.get("path"))
+            if not response_started:
+                await error_response(ShuttingDown(
+                    "the server stopped before this request finished; retry",
+                    retry_after=1))(scope, receive, send_wrapper)
+            else:  # a stream (realtime events): ended where it stands, as a whole response
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
             if not isinstance(exc, CloudError | HTTPException):
                 log.exception("unhandled_error", path=scope.get("path"))

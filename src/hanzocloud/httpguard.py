@@ -123,6 +123,11 @@ class GuardedHttp(HttpToolsProtocol):
         elif not self.transport.is_closing():
             self.transport.close()  # the request's receive() reports the client gone
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request it cannot parse (a bad header value, a bad
+        Content-Length): in the JSON every other error has, not plain text."""
+        self._refuse(_refusal(400, "bad_request", msg))
+
     def _refuse(self, response: bytes) -> None:
         self._disarm()
         self._head_open = False

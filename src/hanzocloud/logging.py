@@ -65,5 +65,20 @@ def configure(level: str = "info") -> None:
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr,
-                        format="%(levelname)s %(name)s %(message)s")
+    # Libraries log through the standard library (uvicorn's errors, for one): the same JSON
+    # lines, scrubbed the same way, with the logger's name.
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, add_request_id,
+                           structlog.processors.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True)],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, scrub,
+                    structlog.processors.JSONRenderer()])
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "hanzocloud", False)]:
+        root.removeHandler(handler)  # configured again: replaced, not doubled
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    handler.hanzocloud = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(max(numeric, logging.WARNING))

@@ -3,11 +3,14 @@
 A subsystem registers everything through its MountPoint: routes under its one prefix, the few
 absolute paths a standard requires, admin routes, scoped middleware, its lifespan and its
 in-process client. The host compiles the whole table at startup and refuses to start on a
-collision, naming both claimants.
+collision, naming both claimants: two subsystems collide when one request (path, method,
+listener) could match a route or mount of each, or a route of one could match inside the
+other's prefix. Parameters count: `{x}` matches any one segment, `{x:path}` and a mount the rest.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -25,7 +28,9 @@ if TYPE_CHECKING:
 
 LifespanFactory = Callable[[], AbstractAsyncContextManager[Any]]
 _PARAM = re.compile(r"\{[^}]*\}")
+_TAIL = re.compile(r"\{[^}]*:path\}")
 HOST = "host"
+MOUNT = "mount"  # the policy of a mount's claim: the mounted app answers for its own paths
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,31 +140,78 @@ def _entries(subsystem: str, listener: str, prefix: str,
     return entries
 
 
+def _mounts(subsystem: str, listener: str, prefix: str,
+            routes: Sequence[BaseRoute]) -> list[RouteEntry]:
+    """One claim per Mount: Starlette hands it every path under it, whatever its app serves."""
+    out: list[RouteEntry] = []
+    for r in routes:
+        if isinstance(r, Mount):
+            out.append(RouteEntry(subsystem, listener, f"{prefix}{r.path}/{{path:path}}",
+                                  frozenset({"*"}), MOUNT))
+            out += _mounts(subsystem, listener, prefix + r.path, r.routes)
+    return out
+
+
+@functools.cache
+def _segments(path: str) -> tuple[tuple[str | None, ...], bool]:
+    """A path template as segments (None for a parameter), and whether a `:path` parameter
+    takes the rest. A trailing slash is ignored: Starlette may redirect one to the other."""
+    out: list[str | None] = []
+    for segment in path.strip("/").split("/") if path.strip("/") else []:
+        if _TAIL.search(segment):
+            return tuple(out), True
+        out.append(None if _PARAM.search(segment) else segment)
+    return tuple(out), False
+
+
+def could_overlap(a: str, b: str) -> bool:
+    """Whether some request path could match both path templates."""
+    (first, first_rest), (second, second_rest) = _segments(a), _segments(b)
+    if any(x is not None and y is not None and x != y for x, y in zip(first, second, strict=False)):
+        return False
+    if len(first) == len(second):
+        return True
+    return first_rest if len(first) < len(second) else second_rest
+
+
+def _collide(entry: RouteEntry, other: RouteEntry) -> bool:
+    if entry.listener != other.listener:
+        return False
+    if not (entry.methods & other.methods or "*" in entry.methods | other.methods):
+        return False
+    if entry.subsystem == other.subsystem:  # its own routes: only an exact twin is an error
+        return entry.shape == other.shape and MOUNT not in (entry.policy, other.policy)
+    return could_overlap(entry.path, other.path)
+
+
 def compile_table(points: Sequence[MountPoint], host_routes: Sequence[BaseRoute],
                   host_admin: Sequence[BaseRoute] = ()) -> list[RouteEntry]:
     """Every route of every listener; raises ConfigError on the first collision."""
-    table = _entries(HOST, "public", "", host_routes) + _entries(HOST, "admin", "", host_admin)
+    sources = [(HOST, "public", "", host_routes), (HOST, "admin", "", host_admin)]
     for p in points:
-        table += _entries(p.name, "public", p.prefix, p._routes)
-        table += _entries(p.name, "public", "", p._well_known)
-        table += _entries(p.name, "admin", p.prefix, p._admin)
+        sources += [(p.name, "public", p.prefix, p._routes), (p.name, "public", "", p._well_known),
+                    (p.name, "admin", p.prefix, p._admin)]
+    table: list[RouteEntry] = []
+    claims: list[RouteEntry] = []  # the table plus the mounts: what the checks compare
+    for source in sources:
+        entries = _entries(*source)
+        table += entries
+        claims += entries + _mounts(*source)
     prefixes = {p.prefix: p.name for p in points}
-    seen: dict[tuple[str, str], list[RouteEntry]] = {}
-    for entry in table:
+    for i, entry in enumerate(claims):
         for prefix, owner in prefixes.items():
-            inside = entry.path == prefix or entry.path.startswith(prefix + "/")
-            if inside and owner != entry.subsystem:
+            if owner != entry.subsystem and could_overlap(entry.path, prefix + "/{path:path}"):
                 raise ConfigError(
                     f"route collision: subsystem '{entry.subsystem}' claims {entry.path}, "
                     f"inside the prefix {prefix} of subsystem '{owner}'"
                 )
-        for other in seen.get((entry.listener, entry.shape), []):
-            overlap = entry.methods & other.methods or "*" in entry.methods | other.methods
-            if overlap:
-                methods = ",".join(sorted(entry.methods & other.methods or entry.methods))
+        for other in claims[:i]:
+            if _collide(entry, other):
+                shared = entry.methods & other.methods or (entry.methods | other.methods) - {"*"}
+                methods = ",".join(sorted(shared))
+                also = "" if entry.path == other.path else f" (as {entry.path})"
                 raise ConfigError(
                     f"route collision: subsystems '{other.subsystem}' and '{entry.subsystem}' "
-                    f"both claim {methods} {entry.path}"
+                    f"both claim {methods} {other.path}{also}"
                 )
-        seen.setdefault((entry.listener, entry.shape), []).append(entry)
     return table

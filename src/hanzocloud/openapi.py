@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from hanzocloud.mount import RouteEntry
 from hanzocloud.routing import PolicyRoute
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
+_NOT_WORD = re.compile(r"[^A-Za-z0-9]+")
 
 
 def _routes(routes: Sequence[BaseRoute]) -> list[PolicyRoute]:
@@ -39,10 +41,29 @@ def _error_schema() -> dict[str, Any]:
     }
 
 
+def _unique_operation_ids(ops: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+    """OpenAPI needs each operationId once. When one handler serves two paths, each of its
+    operations (subsystem, path, method, op) takes its path's words in place of the function
+    name: `<subsystem>.<path words>.<method>`, the same from run to run."""
+    counts = Counter(op["operationId"] for *_, op in ops)
+    taken = {op_id for op_id, n in counts.items() if n == 1}
+    for subsystem, path, method, op in sorted(ops, key=lambda o: (o[1], o[2])):
+        if counts[op["operationId"]] == 1:
+            continue
+        words = _NOT_WORD.sub("_", path.removeprefix(f"/v1/{subsystem}/")).strip("_")
+        op_id, n = f"{subsystem}.{words}.{method}", 1
+        while op_id in taken:  # path words can coincide with another function's name
+            n += 1
+            op_id = f"{subsystem}.{words}_{n}.{method}"
+        op["operationId"] = op_id
+        taken.add(op_id)
+
+
 def build_openapi(brand: Brand, table: Sequence[RouteEntry],
                   routes: Sequence[BaseRoute]) -> dict[str, Any]:
     """The document served at `/v1/openapi.json` (public listener only)."""
     paths: dict[str, dict[str, Any]] = {}
+    ops: list[tuple[str, str, str, dict[str, Any]]] = []
     for r in _routes(routes):
         path = _PARAM.sub(r"{\1}", r.full_path)
         params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -65,6 +86,8 @@ def build_openapi(brand: Brand, table: Sequence[RouteEntry],
             op["security"] = [] if r.policy == "public" else [{"bearer": []}, {"apiKey": []}]
             op.update(r.openapi_extra.get(method.lower(), {}))
             paths.setdefault(path, {})[method.lower()] = op
+            ops.append((r.subsystem, path, method.lower(), op))
+    _unique_operation_ids(ops)
     return {
         "openapi": "3.1.0",
         "info": {"title": f"{brand.display_name} API", "version": __version__},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import signal
 import socket
 import sys
@@ -91,13 +92,17 @@ async def serve(host: Host, *, announce: Callable[[str], None] | None = None) ->
     loop = asyncio.get_running_loop()
     servers = [(_uvicorn(app, host), sock) for _, app, sock in sockets]
     health_server = servers[1][0]  # kept up while the others drain, so /readyz says so
+    drain_until = [math.inf]  # when the drain's time is up (set by the first signal)
 
     def on_signal(signum: int) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)
         host.state.draining = True
+        drain_until[0] = min(drain_until[0], loop.time() + s.shutdown_timeout)
         for server, _ in servers:
             if server is not health_server:
                 server.should_exit = True
+        if zap is not None:  # as the HTTP listeners: no new calls, running ones finish
+            zap.stop_accepting()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
@@ -114,14 +119,15 @@ async def serve(host: Host, *, announce: Callable[[str], None] | None = None) ->
         # Everything built so far (modules, routes, subsystems) lives as long as the process:
         # move it out of the collector's sight, so full collections stay short under load.
         gc.freeze()
-        say(f"hanzocloud: ready (brand {s.brand}, subsystems: "
+        say(f"hanzocloud: ready (brand {host.deps.brand.name}, subsystems: "
             f"{', '.join(p.name for p in host.points) or 'none'})")
         traffic = [t for t, (server, _) in zip(tasks, servers, strict=True)
                    if server is not health_server]
         results = await asyncio.gather(*traffic, return_exceptions=True)
         health_server.should_exit = True
         results += await asyncio.gather(*(set(tasks) - set(traffic)), return_exceptions=True)
-        if zap is not None:
+        if zap is not None:  # what still runs there has the rest of the drain's time
+            await zap.drain(min(drain_until[0] - loop.time(), s.shutdown_timeout))
             await zap.close()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import base64
+import json
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import hanzocloud_cmd, subprocess_env
+from conftest import hanzocloud_cmd, start_server, subprocess_env
+from hanzocloud.cli import main
+from hanzocloud.errors import SubsystemUnavailable
+from hanzocloud.keys import KeyUnwrapError
 
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -59,6 +64,17 @@ KEY = base64.b64encode(b"k" * 32).decode()
         (["--dev"], {"CLOUD_TRUSTED_PROXIES": "10.0.0.0/8,lb.internal"},
          "--trusted-proxies: 'lb.internal' is not an IP address"),
         (["--dev", "--replicate-snapshot-days=1"], {}, "--replicate-snapshot-days must cover"),
+        (["--dev", "--shutdown-timeout=nan"], {}, "bad value 'nan' for shutdown_timeout"),
+        (["--dev", "--shutdown-timeout=inf"], {}, "bad value 'inf' for shutdown_timeout"),
+        (["--dev", "--shutdown-timeout=-5"], {}, "--shutdown-timeout must be a positive"),
+        (["--dev", "--header-timeout=nan"], {}, "bad value 'nan' for header_timeout"),
+        (["--dev"], {"CLOUD_TENANT_IDLE_SECONDS": "nan"},
+         "CLOUD_TENANT_IDLE_SECONDS: bad value 'nan' for tenant_idle_seconds"),
+        (["--dev", "--tenant-idle-seconds=-1"], {}, "--tenant-idle-seconds must be 0"),
+        (["--dev", "--replicate-lease-seconds=1e999"], {},
+         "bad value '1e999' for replicate_lease_seconds (expected a finite number)"),
+        (["--dev", "--tenant-read-budget-ms=-inf"], {}, "bad value '-inf' for tenant_read"),
+        (["--dev", "--listen=a\nb"], {}, "--listen: malformed address 'a b'"),
     ],
     ids=["unknown-subsystem", "listen-no-port", "listen-port-range", "health-listen-bad",
          "no-master-key", "env-key-missing", "key-not-base64", "key-wrong-length",
@@ -66,7 +82,10 @@ KEY = base64.b64encode(b"k" * 32).decode()
          "bad-int", "unknown-flag", "env-listen-bad", "unknown-ext-capability",
          "negative-read-budget", "negative-write-budget", "tiny-header-limit",
          "zero-header-timeout", "bad-trusted-proxy",
-         "snapshots-shorter-than-wal"],
+         "snapshots-shorter-than-wal", "nan-shutdown-timeout", "inf-shutdown-timeout",
+         "negative-shutdown-timeout", "nan-header-timeout", "env-nan-idle-seconds",
+         "negative-idle-seconds", "overflowing-lease-seconds", "minus-inf-read-budget",
+         "newline-in-value"],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path: Path, args: list[str], env: dict[str, str],
                                           message: str) -> None:
@@ -101,3 +120,90 @@ def test_config_file_unknown_key(tmp_path: Path) -> None:
     cfg.write_text("colour = 1\n")
     result = run([f"--config={cfg}", "--dev", f"--data-dir={tmp_path}"])
     assert result.returncode == 2 and "unknown setting 'colour'" in result.stderr
+
+
+BINARY = b"\xff\xfe\x00garbage"
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "message"),
+    [
+        ({"cloud.toml": BINARY}, ["--config={dir}/cloud.toml"], "cloud.toml is not UTF-8 text"),
+        ({"brand.toml": BINARY}, ["--brand-file={dir}/brand.toml"],
+         "brand.toml is not UTF-8 text"),
+        ({"cloud.toml": b'data_dir = "a\\u0000b"\n'}, ["--config={dir}/cloud.toml"],
+         "bad value 'a\\x00b' for data_dir (contains a NUL byte)"),
+        ({"cloud.toml": b'brand_file = "b\\u0000"\n'}, ["--config={dir}/cloud.toml"],
+         "bad value 'b\\x00' for brand_file (contains a NUL byte)"),
+        ({"cloud.toml": b"shutdown_timeout = nan\n"}, ["--config={dir}/cloud.toml"],
+         "config shutdown_timeout: bad value nan for shutdown_timeout"),
+        ({"cloud.toml": b"body_limit = inf\n"}, ["--config={dir}/cloud.toml"],
+         "config body_limit: bad value inf for body_limit"),
+    ],
+    ids=["binary-config", "binary-brand-file", "nul-in-data-dir", "nul-in-brand-file",
+         "toml-nan-timeout", "toml-inf-int"],
+)
+def test_bad_file_exits_2_with_one_line(tmp_path: Path, files: dict[str, bytes],
+                                        args: list[str], message: str) -> None:
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    # No --data-dir: the one in the file must be the one that is refused.
+    result = subprocess.run([*hanzocloud_cmd(), "--dev", *(a.format(dir=tmp_path) for a in args)],
+                            capture_output=True, text=True, env=subprocess_env(), timeout=60,
+                            cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_damaged_key_sidecar_exits_2_with_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    args = [*hanzocloud_cmd(), "--dev", "--enable=iam", f"--data-dir={data}",
+            *(f"--{name}=127.0.0.1:0" for name in ("listen", "zap-listen", "health-listen",
+                                                   "admin-listen"))]
+    first = start_server(args)  # creates the data dir's record of its key and iam's sidecar
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(timeout=30) == 0
+    sidecar = data / "global" / "iam.db.dek"
+    sidecar.write_bytes(b"garbage")
+    result = subprocess.run(args, capture_output=True, text=True, env=subprocess_env(),
+                            timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    # The structlog record of the failed unwrap (it names the sidecar) stays; the error
+    # itself is the one line that is not a JSON log record.
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if not line.startswith("{")]
+    assert errors == [f"hanzocloud: error: a database key under {data} does not open (bad "
+                      "length (7 bytes, expected 76)); the key_unwrap_failed log line names its "
+                      "sidecar: restore that file from a backup, or pass the master key it was "
+                      "made with"], result.stderr
+    assert [json.loads(line)["sidecar"] for line in lines if line.startswith("{")
+            and "key_unwrap_failed" in line] == [str(sidecar)]
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(KeyUnwrapError("bad length (7 bytes, expected 76)"), 2),
+     (SubsystemUnavailable("kms"), 2),
+     (RuntimeError("a bug"), None)],
+    ids=["key-unwrap", "cloud-error", "programming-error"],
+)
+def test_only_the_hosts_own_errors_become_exit_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        error: Exception, status: int | None) -> None:
+    def fail(*_: object, **__: object) -> None:
+        raise error
+
+    monkeypatch.setattr("hanzocloud.host.build_host", fail)
+    monkeypatch.setattr("hanzocloud.logging.configure", lambda level: None)
+    argv = ["--dev", f"--data-dir={tmp_path}"]
+    if status is None:  # a bug keeps its traceback
+        with pytest.raises(type(error)):
+            main(argv)
+        return
+    assert main(argv) == status
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hanzocloud: error: ")

@@ -125,3 +125,26 @@ def test_a_stalled_body_closes_the_connection_and_a_slow_one_does_not(
             slow.sendall(body[i:i + 12])
         status = int(slow.recv(65536)[9:12])
     assert status in (400, 401), status  # read whole, and answered for what it says
+
+
+def test_an_unparseable_request_is_a_json_400_and_logged_as_json(
+        server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
+    """What the HTTP parser itself refuses gets the JSON every other error has, and the
+    server's own warning about it is a JSON log line like the rest."""
+    server = _serve(server_factory, tmp_path)
+    for head in (b"GET /v1/brand HTTP/1.1\r\nHost: x\r\nX-Request-Id: ab\x01cd\r\n\r\n",
+                 b"POST /v1/brand HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+                 b"POST /v1/brand HTTP/1.1\r\nHost: x\r\nContent-Length: 1_0\r\n\r\n"):
+        with _connect(server.public) as sock:
+            sock.sendall(head)
+            raw = _read_all(sock)
+        assert b"content-type: application/json" in raw.lower()
+        status, body = _status_and_body(raw)
+        assert status == 400 and body["error"]["code"] == "bad_request", raw  # type: ignore[index]
+    assert httpx.get(f"{server.public}/v1/brand").status_code == 200  # still serving
+    time.sleep(0.2)  # let the drain thread read the last lines
+    lines = [line for line in server.stderr().splitlines() if line.strip()]
+    assert any("Invalid HTTP request" in line for line in lines)
+    for line in lines:  # every log line, the library's included (not the --dev notice)
+        if not line.startswith("hanzocloud: WARNING: --dev"):
+            json.loads(line)

@@ -7,14 +7,17 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from starlette.routing import BaseRoute
 
 from conftest import client_for, subprocess_env
 from hanzocloud.config import Settings
 from hanzocloud.errors import ConfigError
 from hanzocloud.host import Host, build_host
 from hanzocloud.keys import MasterKey
+from hanzocloud.mount import MountPoint, compile_table
 from testsubsystems import TEST_REGISTRY
 
 ALICE = {"X-Test-Identity": "acme/alice/editor"}
@@ -34,6 +37,7 @@ import sys, json
 from conftest import make_settings
 from hanzocloud.host import build_host
 from hanzocloud.keys import MasterKey
+from hanzocloud.mount import MountPoint, compile_table
 from testsubsystems import TEST_REGISTRY
 from pathlib import Path
 build_host(make_settings(Path(sys.argv[1]), enable="alpha"), registry=TEST_REGISTRY,
@@ -241,6 +245,130 @@ def test_route_inside_another_prefix_is_a_collision(settings_factory: Callable[.
     b.well_known([route("/v1/a/x", lambda r: None)])
     with pytest.raises(ConfigError, match="'b' claims /v1/a/x, inside the prefix /v1/a"):
         compile_table([a, b], [])
+
+
+async def _nothing(_: object) -> None:
+    """A handler the collision tests never call."""
+
+
+async def _asgi(scope: object, receive: object, send: object) -> None:
+    """An ASGI app behind a Mount: it answers every path under the mount."""
+
+
+def _register(point: MountPoint, where: str, spec: str) -> None:
+    """Add one route to `point`: `GET,POST /path`, `mount /path` (a bare ASGI app) or
+    `router /path` (a Mount of routes, which still takes every path under it)."""
+    from starlette.routing import Mount
+
+    from hanzocloud.routing import route
+
+    kind, path = spec.split(" ")
+    item: BaseRoute
+    if kind == "mount":
+        item = Mount(path, app=_asgi)
+    elif kind == "router":
+        item = Mount(path, routes=[route("/evil", _nothing, policy="public")])
+    else:
+        item = route(path, _nothing, methods=kind.split(","), policy="public")
+    {"routes": point.routes, "well_known": point.well_known,
+     "admin": point.admin_routes}[where]([item])
+
+
+def _evil_and_victim(settings_factory: Callable[..., Settings], master: MasterKey,
+                     evil: tuple[str, str], victim: tuple[str, str]) -> list[MountPoint]:
+    deps = build_host(settings_factory(enable="testgate"), registry=TEST_REGISTRY,
+                      master=master).deps
+    points = [MountPoint("evil", deps), MountPoint("victim", deps)]
+    for point, (where, spec) in zip(points, (evil, victim), strict=True):
+        _register(point, where, spec)
+    return points
+
+
+# (evil's registration, victim's registration): each pair can match one request twice.
+OVERLAPS = {
+    "param-segment-into-prefix": (("well_known", "GET /v1/{sub}/secret"),
+                                  ("routes", "GET /secret")),
+    "path-tail-into-prefix": (("well_known", "GET /v1/{sub}/{rest:path}"),
+                              ("routes", "GET /other")),
+    "param-vs-literal": (("well_known", "GET /.well-known/{name}"),
+                         ("well_known", "GET /.well-known/thing")),
+    "int-convertor-vs-literal": (("well_known", "GET /.well-known/{n:int}"),
+                                 ("well_known", "GET /.well-known/7")),
+    "path-tail-vs-literal": (("well_known", "POST /.well-known/{rest:path}"),
+                             ("well_known", "GET,POST /.well-known/thing/x")),
+    "asgi-mount-vs-route": (("well_known", "mount /.well-known"),
+                            ("well_known", "DELETE /.well-known/thing")),
+    "asgi-mount-over-prefix": (("well_known", "mount /v1"), ("routes", "GET /anything")),
+    "router-mount-vs-route": (("well_known", "router /.well-known"),
+                              ("well_known", "GET /.well-known/thing")),
+}
+
+
+@pytest.mark.parametrize("order", ["evil-first", "victim-first"])
+@pytest.mark.parametrize(("evil", "victim"), OVERLAPS.values(), ids=OVERLAPS.keys())
+def test_overlapping_routes_refuse_to_start(settings_factory: Callable[..., Settings],
+                                            master: MasterKey, order: str,
+                                            evil: tuple[str, str],
+                                            victim: tuple[str, str]) -> None:
+    points = _evil_and_victim(settings_factory, master, evil, victim)
+    with pytest.raises(ConfigError, match="route collision") as err:
+        compile_table(points if order == "evil-first" else points[::-1], [])
+    message = str(err.value)
+    assert "'evil'" in message and "'victim'" in message
+    assert evil[1].split(" ")[1] in message
+
+
+# Pairs no one request can match twice: these must still start.
+APART = {
+    "longer-than-literal": (("well_known", "GET /.well-known/{name}/keys"),
+                            ("well_known", "GET /.well-known/thing")),
+    "other-method": (("well_known", "POST /.well-known/{name}"),
+                     ("well_known", "GET /.well-known/thing")),
+    "tail-under-other-segment": (("well_known", "GET /.well-known/a/{rest:path}"),
+                                 ("well_known", "GET /.well-known/b")),
+    "mount-beside-route": (("well_known", "mount /.well-known/a"),
+                           ("well_known", "GET /.well-known/b/c")),
+    "own-prefixes": (("admin", "GET /{name}"), ("routes", "GET /{name}")),
+}
+
+
+@pytest.mark.parametrize(("evil", "victim"), APART.values(), ids=APART.keys())
+def test_disjoint_routes_start(settings_factory: Callable[..., Settings], master: MasterKey,
+                               evil: tuple[str, str], victim: tuple[str, str]) -> None:
+    points = _evil_and_victim(settings_factory, master, evil, victim)
+    assert [e.subsystem for e in compile_table(points, [])][-1] == "victim"
+
+
+def test_one_subsystem_may_overlap_itself(settings_factory: Callable[..., Settings],
+                                          master: MasterKey) -> None:
+    from hanzocloud.routing import route
+
+    deps = build_host(settings_factory(enable="testgate"), registry=TEST_REGISTRY,
+                      master=master).deps
+    point = MountPoint("a", deps)
+    point.routes([route("/items/new", _nothing), route("/items/{id}", _nothing),
+                  route("/files/{rest:path}", _nothing)])
+    assert [e.path for e in compile_table([point], [])] == [
+        "/v1/a/items/new", "/v1/a/items/{id}", "/v1/a/files/{rest:path}"]
+
+
+async def _operation_ids(tmp: Path) -> list[str]:
+    from hanzocloud.config import load_settings
+
+    settings = load_settings({"data_dir": tmp, "dev": True, "enable": "all"}, environ={})
+    host = build_host(settings, master=MasterKey(b"\x03" * 32, "t"))
+    async with client_for(host.public) as client:
+        doc = (await client.get("/v1/openapi.json")).json()
+    return [op["operationId"] for item in doc["paths"].values() for op in item.values()]
+
+
+async def test_openapi_operation_ids_are_unique_and_stable(tmp_path: Path) -> None:
+    from hanzocloud.registry import SUBSYSTEMS
+
+    first = await _operation_ids(tmp_path / "one")
+    assert len(first) == len(set(first)), sorted({i for i in first if first.count(i) > 1})
+    assert {i.split(".")[0] for i in first} >= {s.name for s in SUBSYSTEMS if not s.edge}
+    assert await _operation_ids(tmp_path / "two") == first
 
 
 def test_tenant_settings_reach_the_store(settings_factory: Callable[..., Settings],

@@ -168,6 +168,32 @@ async def test_bad_slugs_rejected_before_any_path(tmp_path: Path, master: Master
     await store.close()
 
 
+async def test_the_empty_org_never_reaches_the_global_file_even_while_it_is_open(
+        tmp_path: Path, master: MasterKey) -> None:
+    """A request naming the org "" is refused however warm the platform-wide file is: the
+    open handles are keyed by org, and the global file's key must not answer to ""."""
+    from hanzocloud.storage import GLOBAL_ORG
+
+    store = TenantStore(tmp_path, master)
+    async with store.global_session("notes") as s:
+        await s.execute(text("CREATE TABLE t (v TEXT)"))
+        await s.execute(text("INSERT INTO t VALUES ('platform-secret')"))
+        await s.commit()
+    with pytest.raises(InvalidArgument):
+        await store.open("", "notes")
+    with pytest.raises(InvalidArgument):
+        async with store.session("", "notes"):
+            pass
+    with pytest.raises(InvalidArgument):
+        await store.run_sync("", "notes", lambda c: c.exec_driver_sql("SELECT v FROM t").all(),
+                             read_only=True)
+    assert GLOBAL_ORG != "" and "" != GLOBAL_ORG and not GLOBAL_ORG == ""  # noqa: SIM201,SIM300
+    assert {GLOBAL_ORG: 1}.get("") is None
+    assert str(GLOBAL_ORG) == "" and GLOBAL_ORG == GLOBAL_ORG
+    assert (await store.open_global("notes")).path == tmp_path / "global" / "notes.db"
+    await store.close()
+
+
 def test_good_slugs() -> None:
     for slug in ("a", "acme", "acme-2", "0", "a" * 63):
         assert validate_slug(slug) == slug

@@ -18,6 +18,7 @@ from hanzocloud.errors import (
     PayloadTooLarge,
     PermissionDenied,
     RateLimited,
+    ShuttingDown,
     SubsystemUnavailable,
 )
 from hanzocloud.identity import Identity, current_identity, current_request_id
@@ -290,6 +291,51 @@ async def test_server_close_fails_pending_calls(kitchen: ModuleType) -> None:
         with pytest.raises(SubsystemUnavailable, match="lost the ZAP connection"):
             await call
         assert time.perf_counter() - started < 1.0
+
+
+async def test_drain_finishes_running_calls_and_turns_new_ones_away(
+        kitchen: ModuleType) -> None:
+    """SIGTERM's drain: no new connection, a new call on an open one answered 503
+    `shutting_down`, and a call already running finishes and gets its reply."""
+    server = ZapServer(key=KEY)
+    impl = EchoService(kitchen)
+    server.register("echo", kitchen.ECHO_METHODS, impl)
+    await server.start("127.0.0.1", 0)
+    addr = f"127.0.0.1:{server.port}"
+    try:
+        async with ZapChannel(addr, key=KEY, pool_size=1) as channel:  # one connection
+            client = kitchen.EchoRpcClient(channel)
+            running = asyncio.create_task(client.sleep(400, timeout=20))
+            await asyncio.wait_for(impl.started.wait(), 2.0)
+            drain = asyncio.create_task(server.drain(10))
+            await asyncio.sleep(0.05)
+            with pytest.raises(ShuttingDown):
+                await client.echo("late")
+            async with ZapChannel(addr, key=KEY) as fresh:
+                with pytest.raises(SubsystemUnavailable):
+                    await kitchen.EchoRpcClient(fresh).echo("new connection")
+            await drain
+            assert await running is True
+            assert not impl.cancelled.is_set()
+    finally:
+        await server.close()
+
+
+async def test_drain_gives_up_when_its_time_is_up(kitchen: ModuleType) -> None:
+    server = ZapServer(key=KEY)
+    impl = EchoService(kitchen)
+    server.register("echo", kitchen.ECHO_METHODS, impl)
+    await server.start("127.0.0.1", 0)
+    async with ZapChannel(f"127.0.0.1:{server.port}", key=KEY) as channel:
+        call = asyncio.create_task(kitchen.EchoRpcClient(channel).sleep(10_000, timeout=20))
+        await asyncio.wait_for(impl.started.wait(), 2.0)
+        started = time.perf_counter()
+        await server.drain(0.2)
+        assert 0.15 < time.perf_counter() - started < 2.0
+        await server.close()  # what still runs is cancelled
+        with pytest.raises(SubsystemUnavailable):
+            await call
+        await asyncio.wait_for(impl.cancelled.wait(), 1.0)
 
 
 async def test_unreachable_address_fails_fast(kitchen: ModuleType) -> None:

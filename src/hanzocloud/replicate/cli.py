@@ -43,13 +43,14 @@ def run_restore(settings: Settings, args: argparse.Namespace) -> int:
     from hanzocloud.host import load_master
     from hanzocloud.replicate.restore import parse_moment
     from hanzocloud.rotate import check_master_key, exclusive
+    from hanzocloud.storage import GLOBAL_ORG
 
     settings = with_dev_sink(settings)
     if not settings.replicate_url:
         raise ConfigError("no replication sink: pass --replicate-url (or CLOUD_REPLICATE_URL)")
     if not args.org:
         raise ConfigError(f"--org: empty; name an org, or {GLOBAL_LABEL} for a platform-wide file")
-    org = "" if args.org == GLOBAL_LABEL else args.org
+    org = GLOBAL_ORG if args.org == GLOBAL_LABEL else args.org
     try:
         target = _target(settings, org, args.service, args.output)
         at = parse_moment(args.to) if args.to else None

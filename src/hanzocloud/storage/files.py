@@ -21,9 +21,22 @@ GLOBAL = ""  # the org label of platform-wide files in keys and AAD: no slug can
 
 
 class _GlobalOrg(str):
-    """The one value that selects the global folder; a request-supplied "" is a bad slug."""
+    """The one value that selects the global folder; a request-supplied "" is a bad slug.
+
+    It reads as "" (in keys, AAD and logs) but never equals a plain "" and hashes apart from
+    it, so a dict keyed by org (the store's open handles, its open locks) cannot hand the
+    global file to a request that named the org ""."""
 
     __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _GlobalOrg)
+
+    def __ne__(self, other: object) -> bool:
+        return not isinstance(other, _GlobalOrg)
+
+    def __hash__(self) -> int:
+        return hash((_GlobalOrg, GLOBAL))
 
 
 GLOBAL_ORG: str = _GlobalOrg(GLOBAL)

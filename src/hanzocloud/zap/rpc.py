@@ -18,6 +18,7 @@ from hanzocloud.errors import (
     InvalidArgument,
     NotFound,
     PayloadTooLarge,
+    ShuttingDown,
     Unauthenticated,
 )
 from hanzocloud.identity import current_identity, current_request_id
@@ -112,6 +113,8 @@ class ZapServer:
         self._decoders: dict[type[msgspec.Struct], msgspec.msgpack.Decoder[Any]] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
+        self._peers: set[_Peer] = set()
+        self._draining = False
 
     def register(self, service: str, methods: Mapping[str, MethodSpec], impl: object) -> None:
         """Serve `impl` as `service` using a generated `<NAME>_METHODS` table."""
@@ -140,6 +143,20 @@ class ZapServer:
             limit=2**16,
         )
 
+    def stop_accepting(self) -> None:
+        """Stop listening; a request arriving on an open connection from now on is answered
+        503 `shutting_down` (the caller retries elsewhere). Running requests go on."""
+        self._draining = True
+        if self._server is not None:
+            self._server.close()
+
+    async def drain(self, timeout: float) -> None:
+        """`stop_accepting`, then wait up to `timeout` seconds for the running requests."""
+        self.stop_accepting()
+        running = {task for peer in self._peers for task in peer.tasks.values()}
+        if running and timeout > 0:
+            await asyncio.wait(running, timeout=timeout)
+
     async def close(self) -> None:
         """Stop listening, cancel every running request, close every connection."""
         if self._server is not None:
@@ -162,6 +179,7 @@ class ZapServer:
         assert task is not None
         self._connections.add(task)
         peer = _Peer(writer, self._max_in_flight)
+        self._peers.add(peer)
         address = writer.get_extra_info("peername")
         try:
             await self._handshake(reader, writer)
@@ -185,6 +203,7 @@ class ZapServer:
                 running.cancel()
             writer.close()
             self._connections.discard(task)
+            self._peers.discard(peer)
 
     async def _hang_up(self, writer: asyncio.StreamWriter, error: CloudError) -> None:
         writer.write(encode_frame(0, Kind.ERROR, _error_reply(error)))
@@ -237,6 +256,10 @@ class ZapServer:
             if request_id in peer.tasks:
                 error = InvalidArgument(f"request id {request_id} is already in flight")
                 await peer.send(request_id, Kind.ERROR, _error_reply(error))
+                continue
+            if self._draining:
+                leaving = ShuttingDown("this process is shutting down; retry", retry_after=1)
+                await peer.send(request_id, Kind.ERROR, _error_reply(leaving))
                 continue
             # Waiting here stops reading, so a flooding peer is slowed by TCP itself.
             await peer.slots.acquire()
