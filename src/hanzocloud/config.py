@@ -21,6 +21,8 @@ from hanzocloud.errors import ConfigError
 from hanzocloud.registry import CLIENT_NAMES, SUBSYSTEM_NAMES
 
 # name → (env var, default, kind). The order is the order of `--help`.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
 OPTIONS: dict[str, tuple[str, Any, str]] = {
     "enable": ("CLOUD_ENABLE", "all", "str"),
     "brand": ("CLOUD_BRAND", "hanzo", "str"),
@@ -257,6 +259,9 @@ def load_settings(
         raise ConfigError("--header-timeout must be a positive number of seconds")
     if merged["shutdown_timeout"] <= 0:
         raise ConfigError("--shutdown-timeout must be a positive number of seconds")
+    if str(merged["log_level"]).lower() not in LOG_LEVELS:
+        raise ConfigError(f"--log-level: unknown level {merged['log_level']!r}; use one of "
+                          f"{', '.join(LOG_LEVELS)}")
     if merged["tenant_cache_size"] < 1:
         raise ConfigError("--tenant-cache-size must be at least 1")
     if merged["tenant_idle_seconds"] < 0:

@@ -75,6 +75,7 @@ KEY = base64.b64encode(b"k" * 32).decode()
          "bad value '1e999' for replicate_lease_seconds (expected a finite number)"),
         (["--dev", "--tenant-read-budget-ms=-inf"], {}, "bad value '-inf' for tenant_read"),
         (["--dev", "--listen=a\nb"], {}, "--listen: malformed address 'a b'"),
+        (["--dev", "--log-level=verbose"], {}, "--log-level: unknown level 'verbose'; use one"),
     ],
     ids=["unknown-subsystem", "listen-no-port", "listen-port-range", "health-listen-bad",
          "no-master-key", "env-key-missing", "key-not-base64", "key-wrong-length",
@@ -85,7 +86,7 @@ KEY = base64.b64encode(b"k" * 32).decode()
          "snapshots-shorter-than-wal", "nan-shutdown-timeout", "inf-shutdown-timeout",
          "negative-shutdown-timeout", "nan-header-timeout", "env-nan-idle-seconds",
          "negative-idle-seconds", "overflowing-lease-seconds", "minus-inf-read-budget",
-         "newline-in-value"],
+         "newline-in-value", "unknown-log-level"],
 )
 def test_bad_config_exits_2_with_one_line(tmp_path: Path, args: list[str], env: dict[str, str],
                                           message: str) -> None:

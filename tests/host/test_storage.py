@@ -194,6 +194,27 @@ async def test_the_empty_org_never_reaches_the_global_file_even_while_it_is_open
     await store.close()
 
 
+async def test_an_open_finishing_after_close_leaves_nothing_open(
+        tmp_path: Path, master: MasterKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = TenantStore(tmp_path, master)
+    entered, gate = asyncio.Event(), asyncio.Event()
+    make_room = store._make_room
+
+    async def slow_room() -> None:  # the open is parked here while the store closes
+        entered.set()
+        await gate.wait()
+        await make_room()
+
+    monkeypatch.setattr(store, "_make_room", slow_room)
+    opening = asyncio.create_task(store.open("acme", "notes"))
+    await entered.wait()
+    await store.close()
+    gate.set()
+    with pytest.raises(RuntimeError, match="closed"):
+        await opening
+    assert store.open_count == 0
+
+
 def test_good_slugs() -> None:
     for slug in ("a", "acme", "acme-2", "0", "a" * 63):
         assert validate_slug(slug) == slug

@@ -210,6 +210,9 @@ class TenantStore:
                     if self.replicator is not None:
                         await self.replicator.opened(org, service, handle.path)
                     await self._make_room()
+                    if self._closed:  # closed while this open waited: keep nothing open
+                        await self._dispose(handle)
+                        raise RuntimeError("TenantStore is closed")
                     self._open[key] = handle
                     self.opens += 1
                     self.peak_open = max(self.peak_open, len(self._open))
