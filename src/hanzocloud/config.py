@@ -20,9 +20,9 @@ from typing import Any
 from hanzocloud.errors import ConfigError
 from hanzocloud.registry import CLIENT_NAMES, SUBSYSTEM_NAMES
 
-# name → (env var, default, kind). The order is the order of `--help`.
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
+# name → (env var, default, kind). The order is the order of `--help`.
 OPTIONS: dict[str, tuple[str, Any, str]] = {
     "enable": ("CLOUD_ENABLE", "all", "str"),
     "brand": ("CLOUD_BRAND", "hanzo", "str"),
@@ -156,7 +156,7 @@ def parse_proxies(text: str) -> tuple[str, ...]:
 def _coerce(name: str, kind: str, value: Any, origin: str) -> Any:
     if value is None:
         return None
-    if isinstance(value, str) and "\x00" in value:
+    if isinstance(value, str | os.PathLike) and "\x00" in os.fspath(value):
         # No setting may hold a NUL byte; as a path it would fail later with a traceback.
         raise ConfigError(f"{origin}: bad value {value!r} for {name} (contains a NUL byte)")
     try:
@@ -172,7 +172,7 @@ def _coerce(name: str, kind: str, value: Any, origin: str) -> Any:
         if kind == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
-            return int(value)  # OverflowError: a TOML `inf`
+            return int(value)
         if kind == "float":
             if isinstance(value, bool):
                 raise ValueError(value)
@@ -182,13 +182,13 @@ def _coerce(name: str, kind: str, value: Any, origin: str) -> Any:
                                   "(expected a finite number)")
             return number
         if kind == "path":
-            if not isinstance(value, str | os.PathLike) or "\x00" in os.fspath(value):
+            if not isinstance(value, str | os.PathLike):
                 raise ValueError(value)
             return Path(value).expanduser()
         if not isinstance(value, str):
             raise ValueError(value)
         return value
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError):
         raise ConfigError(f"{origin}: bad value {value!r} for {name} (expected {kind})") from None
 
 

@@ -9,6 +9,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from structlog.typing import Processor
 
 from hanzocloud.identity import current_request_id
 
@@ -51,29 +52,22 @@ def configure(level: str = "info") -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
+    # What every line gets, then how it is written: for structlog's own loggers and for
+    # libraries that log through the standard library (uvicorn's errors, for one), which
+    # get the logger's name too.
+    stamp: list[Processor] = [add_request_id, structlog.processors.add_log_level,
+                              structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    render: list[Processor] = [structlog.processors.format_exc_info, scrub,
+                               structlog.processors.JSONRenderer()]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            add_request_id,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            scrub,
-            structlog.processors.JSONRenderer(),
-        ],
+        processors=[structlog.contextvars.merge_contextvars, *stamp, *render],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Libraries log through the standard library (uvicorn's errors, for one): the same JSON
-    # lines, scrubbed the same way, with the logger's name.
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_logger_name, add_request_id,
-                           structlog.processors.add_log_level,
-                           structlog.processors.TimeStamper(fmt="iso", utc=True)],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, scrub,
-                    structlog.processors.JSONRenderer()])
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *stamp],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render])
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "hanzocloud", False)]:
         root.removeHandler(handler)  # configured again: replaced, not doubled

@@ -92,12 +92,13 @@ async def serve(host: Host, *, announce: Callable[[str], None] | None = None) ->
     loop = asyncio.get_running_loop()
     servers = [(_uvicorn(app, host), sock) for _, app, sock in sockets]
     health_server = servers[1][0]  # kept up while the others drain, so /readyz says so
-    drain_until = [math.inf]  # when the drain's time is up (set by the first signal)
+    drain_until = math.inf  # when the drain's time is up (set by the first signal)
 
     def on_signal(signum: int) -> None:
+        nonlocal drain_until
         log.info("signal_received", signal=signal.Signals(signum).name)
         host.state.draining = True
-        drain_until[0] = min(drain_until[0], loop.time() + s.shutdown_timeout)
+        drain_until = min(drain_until, loop.time() + s.shutdown_timeout)
         for server, _ in servers:
             if server is not health_server:
                 server.should_exit = True
@@ -127,7 +128,7 @@ async def serve(host: Host, *, announce: Callable[[str], None] | None = None) ->
         health_server.should_exit = True
         results += await asyncio.gather(*(set(tasks) - set(traffic)), return_exceptions=True)
         if zap is not None:  # what still runs there has the rest of the drain's time
-            await zap.drain(min(drain_until[0] - loop.time(), s.shutdown_timeout))
+            await zap.drain(min(drain_until - loop.time(), s.shutdown_timeout))
             await zap.close()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)

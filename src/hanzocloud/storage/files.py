@@ -36,9 +36,10 @@ class _GlobalOrg(str):
         return not isinstance(other, _GlobalOrg)
 
     def __hash__(self) -> int:
-        return hash((_GlobalOrg, GLOBAL))
+        return _GLOBAL_HASH
 
 
+_GLOBAL_HASH = hash(("hanzocloud/global-org", GLOBAL))  # apart from hash(""), computed once
 GLOBAL_ORG: str = _GlobalOrg(GLOBAL)
 
 

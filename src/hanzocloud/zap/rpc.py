@@ -112,8 +112,7 @@ class ZapServer:
         self._services: dict[str, tuple[Mapping[str, MethodSpec], Any]] = {}
         self._decoders: dict[type[msgspec.Struct], msgspec.msgpack.Decoder[Any]] = {}
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
-        self._peers: set[_Peer] = set()
+        self._connections: dict[asyncio.Task[Any], _Peer] = {}  # each one's task and peer
         self._draining = False
 
     def register(self, service: str, methods: Mapping[str, MethodSpec], impl: object) -> None:
@@ -153,7 +152,7 @@ class ZapServer:
     async def drain(self, timeout: float) -> None:
         """`stop_accepting`, then wait up to `timeout` seconds for the running requests."""
         self.stop_accepting()
-        running = {task for peer in self._peers for task in peer.tasks.values()}
+        running = {task for peer in self._connections.values() for task in peer.tasks.values()}
         if running and timeout > 0:
             await asyncio.wait(running, timeout=timeout)
 
@@ -177,9 +176,7 @@ class ZapServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
-        peer = _Peer(writer, self._max_in_flight)
-        self._peers.add(peer)
+        peer = self._connections[task] = _Peer(writer, self._max_in_flight)
         address = writer.get_extra_info("peername")
         try:
             await self._handshake(reader, writer)
@@ -202,8 +199,7 @@ class ZapServer:
             for running in peer.tasks.values():
                 running.cancel()
             writer.close()
-            self._connections.discard(task)
-            self._peers.discard(peer)
+            self._connections.pop(task, None)
 
     async def _hang_up(self, writer: asyncio.StreamWriter, error: CloudError) -> None:
         writer.write(encode_frame(0, Kind.ERROR, _error_reply(error)))
